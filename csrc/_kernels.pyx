@@ -1,0 +1,491 @@
+# cython: language_level=3
+"""Per-batch arithmetic of a multilayer perceptron: forward, loss, backward, update.
+
+Design
+------
+* Math (row-major, one row per sample; the seeds write the same with column vectors)::
+
+      z_l = h_{l-1} @ W_l + b_l        h_l = f(z_l)          h_0 = x
+      p   = g(z_L)                     (softmax, logistic, identity or exp)
+      dz_L = (p - y) * s               (s: sample weight; the canonical link makes it exact)
+      dW_l = (h_{l-1}^T @ dz_l + alpha W_l) / S      db_l = colsum(dz_l) / S
+      dh_{l-1} = dz_l @ W_l^T          dz_{l-1} = dh_{l-1} ⊙ f'(z_{l-1})
+
+  with ``S`` the batch size, or the sum of the batch's sample weights.
+* Buffers, all owned by the Python layer and allocated once per fit:
+  ``params`` / ``grads`` are one flat vector each, laid out as
+  ``[W_1 .. W_L, b_1 .. b_L]`` (``coefs_`` and ``intercepts_`` are views of it);
+  ``acts`` and ``deltas`` hold, for each layer ``l >= 1``, a ``(rows, units[l])``
+  block at ``act_off[l-1]``; ``xbuf`` holds the gathered input rows of a dense batch.
+* A sparse ``X`` is CSR with int32 indices; its rows are never gathered, the first
+  layer reads them in place.
+* Kernels allocate nothing. ``run_epoch`` releases the GIL for a whole epoch and takes
+  it back between batches only to check for Ctrl-C.
+"""
+
+cimport cython
+from cython cimport floating
+from libc.math cimport sqrt, pow, log, isfinite
+from libc.string cimport memcpy, memset
+
+from _blas cimport gemm
+from _activations cimport (activate, softmax_rows, multiply_derivative, _log,
+                            IDENTITY, LOGISTIC, TANH, RELU, EXP, SOFTMAX)
+
+ctypedef Py_ssize_t intp
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() nogil
+
+cdef enum:
+    SQUARED_ERROR = 0
+    POISSON = 1
+    LOG_LOSS = 2       # softmax output, integer labels
+    BINARY_LOG_LOSS = 3  # logistic output, 0/1 indicator targets
+
+    SGD = 0
+    ADAM = 1
+
+
+cdef struct Net:
+    intp n_layers          # number of weight layers L
+    const intp* units      # L + 1 layer widths, units[0] = n_features
+    const intp* coef_off   # offset of W_l (units[l-1], units[l]) in params, l = 1..L
+    const intp* inter_off  # offset of b_l in params
+    const intp* act_off    # offset of layer l's (rows, units[l]) block in acts / deltas
+    int hidden             # activation code of the hidden layers
+    int output             # activation code of the output layer
+    int loss               # loss code
+    double alpha           # L2 strength
+    bint sparse            # X is CSR (data, indices, indptr)
+    const int* indices
+    const int* indptr
+
+
+cdef struct Targets:
+    const intp* rows       # rows of X / y / sample_weight in this batch; NULL: contiguous
+    intp start             # first row when rows is NULL, else first position in rows
+    const intp* labels     # class codes (LOG_LOSS) or NULL
+
+
+cdef Net make_net(const intp[::1] units, const intp[::1] coef_off,
+                  const intp[::1] inter_off, const intp[::1] act_off,
+                  int hidden, int output, int loss, double alpha,
+                  const int[::1] indices, const int[::1] indptr):
+    cdef Net net
+    net.n_layers = units.shape[0] - 1
+    net.units = &units[0]
+    net.coef_off = &coef_off[0]
+    net.inter_off = &inter_off[0]
+    net.act_off = &act_off[0]
+    net.hidden = hidden
+    net.output = output
+    net.loss = loss
+    net.alpha = alpha
+    net.sparse = indptr.shape[0] > 0
+    net.indices = &indices[0] if indices.shape[0] > 0 else NULL
+    net.indptr = &indptr[0] if indptr.shape[0] > 0 else NULL
+    return net
+
+
+cdef inline intp row_of(const Targets* tg, intp i) noexcept nogil:
+    """Row of X (and of y, sample_weight) holding the batch's i-th sample."""
+    if tg.rows == NULL:
+        return tg.start + i
+    return tg.rows[tg.start + i]
+
+
+# ---------------------------------------------------------------------------
+# forward
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
+                  const floating* params, floating* acts, floating* xbuf,
+                  floating* out) noexcept nogil:
+    """Fill every layer's block of ``acts`` for m rows; the output layer goes to
+    ``out`` (pass the last block of ``acts`` to keep it there)."""
+    cdef intp L = net.n_layers, d = net.units[0]
+    cdef intp l, i, j, p, r, fan_in, fan_out
+    cdef const floating* h_prev
+    cdef const floating* W
+    cdef const floating* b
+    cdef const floating* w_row
+    cdef floating* z
+    cdef floating* z_row
+    cdef floating v
+
+    for l in range(L):
+        fan_in = net.units[l]
+        fan_out = net.units[l + 1]
+        W = params + net.coef_off[l]
+        b = params + net.inter_off[l]
+        z = out if l == L - 1 else acts + net.act_off[l]
+        # Z = bias row, broadcast; the product then adds onto it (beta = 1)
+        for i in range(m):
+            memcpy(z + i * fan_out, b, fan_out * sizeof(floating))
+        if l == 0 and net.sparse:
+            # Z += X[rows] @ W_1, reading each CSR row where it lies
+            for i in range(m):
+                r = row_of(tg, i)
+                z_row = z + i * fan_out
+                for p in range(net.indptr[r], net.indptr[r + 1]):
+                    v = X[p]
+                    w_row = W + net.indices[p] * fan_out
+                    for j in range(fan_out):
+                        z_row[j] += v * w_row[j]
+        else:
+            if l == 0:
+                if tg.rows == NULL:
+                    h_prev = X + tg.start * d
+                else:
+                    for i in range(m):
+                        memcpy(xbuf + i * d, X + tg.rows[tg.start + i] * d,
+                               d * sizeof(floating))
+                    h_prev = xbuf
+            else:
+                h_prev = acts + net.act_off[l - 1]
+            # Z += H_prev @ W
+            gemm(False, False, <int> m, <int> fan_out, <int> fan_in, <floating> 1.0,
+                 h_prev, <int> fan_in, W, <int> fan_out, <floating> 1.0, z, <int> fan_out)
+        if l < L - 1:
+            activate(net.hidden, z, m * fan_out)
+        elif net.output == SOFTMAX:
+            softmax_rows(z, m, fan_out)
+        else:
+            activate(net.output, z, m * fan_out)
+
+
+# ---------------------------------------------------------------------------
+# loss and dz at the output
+
+
+cdef inline double clip_log(double p, double eps) noexcept nogil:
+    """log(p) with p clipped to [eps, 1 - eps], as the reported log-loss does."""
+    if p < eps:
+        p = eps
+    elif p > 1 - eps:
+        p = 1 - eps
+    return log(p)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef double output_loss(const Net* net, const Targets* tg, intp m,
+                        const floating* P, const floating* Y, const floating* sw,
+                        floating* dz) noexcept nogil:
+    """Sum over the batch of (sample weight × row loss); writes dz = (p - y) · s.
+
+    Row losses: half squared error summed over outputs; half Poisson deviance
+    ``y log(y/p) - y + p``; ``-log p_y`` for softmax; binary cross-entropy summed over
+    outputs for logistic. Probabilities are clipped to [eps, 1-eps] inside the log.
+    """
+    cdef intp k = net.units[net.n_layers]
+    cdef intp i, j, r, c
+    cdef double total = 0, row_loss, s, p, y, diff
+    cdef double eps = 1.1920928955078125e-07 if floating is float else 2.220446049250313e-16
+    cdef const floating* p_row
+    cdef const floating* y_row
+    cdef floating* dz_row
+
+    for i in range(m):
+        r = row_of(tg, i)
+        s = sw[r] if sw != NULL else 1.0
+        p_row = P + i * k
+        dz_row = dz + i * k
+        row_loss = 0
+        if net.loss == LOG_LOSS:
+            c = tg.labels[r]
+            for j in range(k):
+                dz_row[j] = p_row[j]
+            dz_row[c] -= 1
+            row_loss = -clip_log(p_row[c], eps)
+        else:
+            y_row = Y + r * k
+            for j in range(k):
+                p = p_row[j]
+                y = y_row[j]
+                dz_row[j] = p_row[j] - y_row[j]
+                if net.loss == SQUARED_ERROR:
+                    diff = y - p
+                    row_loss += diff * diff
+                elif net.loss == POISSON:
+                    if y > 0:
+                        row_loss += y * log(y / p)
+                    row_loss += p - y
+                else:
+                    if y > 0:
+                        row_loss -= y * clip_log(p, eps)
+                    if y < 1:
+                        row_loss -= (1 - y) * clip_log(1 - p, eps)
+            if net.loss == SQUARED_ERROR:
+                row_loss *= 0.5
+        if sw != NULL:
+            for j in range(k):
+                dz_row[j] = dz_row[j] * <floating> s
+        total += s * row_loss
+    return total
+
+
+# ---------------------------------------------------------------------------
+# backward
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
+                   const floating* params, const floating* acts, floating* deltas,
+                   const floating* xbuf, floating* grads, bint accumulate) noexcept nogil:
+    """Unscaled sums ``h_{l-1}^T dz_l`` and ``colsum(dz_l)`` into grads (added to what
+    is there when ``accumulate``); dz_L must already be in its deltas block."""
+    cdef intp L = net.n_layers, d = net.units[0]
+    cdef intp l, i, j, p, r, fan_in, fan_out
+    cdef floating beta = 1.0 if accumulate else 0.0
+    cdef const floating* h_prev
+    cdef const floating* dz
+    cdef const floating* dz_row
+    cdef floating* dW
+    cdef floating* db
+    cdef floating* dW_row
+    cdef floating v
+
+    for l in range(L - 1, -1, -1):
+        fan_in = net.units[l]
+        fan_out = net.units[l + 1]
+        dz = deltas + net.act_off[l]
+        dW = grads + net.coef_off[l]
+        db = grads + net.inter_off[l]
+        if l == 0 and net.sparse:
+            # dW_1 (+)= X[rows]^T @ dz_1, scattered from the CSR rows
+            if not accumulate:
+                memset(dW, 0, fan_in * fan_out * sizeof(floating))
+            for i in range(m):
+                r = row_of(tg, i)
+                dz_row = dz + i * fan_out
+                for p in range(net.indptr[r], net.indptr[r + 1]):
+                    v = X[p]
+                    dW_row = dW + net.indices[p] * fan_out
+                    for j in range(fan_out):
+                        dW_row[j] += v * dz_row[j]
+        else:
+            if l > 0:
+                h_prev = acts + net.act_off[l - 1]
+            elif tg.rows == NULL:
+                h_prev = X + tg.start * d
+            else:
+                h_prev = xbuf
+            # dW (+)= H_prev^T @ dz
+            gemm(True, False, <int> fan_in, <int> fan_out, <int> m, <floating> 1.0,
+                 h_prev, <int> fan_in, dz, <int> fan_out, beta, dW, <int> fan_out)
+        if not accumulate:
+            memset(db, 0, fan_out * sizeof(floating))
+        for i in range(m):
+            dz_row = dz + i * fan_out
+            for j in range(fan_out):
+                db[j] += dz_row[j]
+        if l > 0:
+            # dh_{l-1} = dz_l @ W_l^T, written over dz_{l-1}'s block, then ⊙ f'
+            gemm(False, True, <int> m, <int> fan_in, <int> fan_out, <floating> 1.0,
+                 dz, <int> fan_out, params + net.coef_off[l], <int> fan_out,
+                 <floating> 0.0, deltas + net.act_off[l - 1], <int> fan_in)
+            multiply_derivative(net.hidden, acts + net.act_off[l - 1],
+                                deltas + net.act_off[l - 1], m * fan_in)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef double finish_gradient(const Net* net, const floating* params, floating* grads,
+                            double loss_sum, double sw_sum) noexcept nogil:
+    """Adds the L2 term and divides by S: returns the batch loss, leaves the gradient."""
+    cdef intp l, i, n
+    cdef double sq = 0, alpha = net.alpha
+    cdef const floating* W
+    cdef floating* g
+    for l in range(net.n_layers):
+        n = net.units[l] * net.units[l + 1]
+        W = params + net.coef_off[l]
+        g = grads + net.coef_off[l]
+        for i in range(n):
+            sq += <double> W[i] * W[i]
+            g[i] = (g[i] + <floating> alpha * W[i]) / <floating> sw_sum
+        g = grads + net.inter_off[l]
+        for i in range(net.units[l + 1]):
+            g[i] = g[i] / <floating> sw_sum
+    return loss_sum / sw_sum + 0.5 * alpha * sq / sw_sum
+
+
+# ---------------------------------------------------------------------------
+# optimizer steps over the flat buffers
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void sgd_step(floating* params, const floating* grads, floating* velocity, intp n,
+                   double lr, double momentum, bint nesterov) noexcept nogil:
+    """v := μ v - η g;  θ += v, or with Nesterov θ += μ v - η g."""
+    cdef intp i
+    cdef floating mu = <floating> momentum, eta = <floating> lr, upd
+    for i in range(n):
+        upd = mu * velocity[i] - eta * grads[i]
+        velocity[i] = upd
+        if nesterov:
+            upd = mu * upd - eta * grads[i]
+        params[i] += upd
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef void adam_step(floating* params, const floating* grads, floating* m1, floating* m2,
+                    intp n, double lr_t, double beta_1, double beta_2,
+                    double epsilon) noexcept nogil:
+    """m := β1 m + (1-β1) g;  v := β2 v + (1-β2) g²;  θ -= η_t m / (√v + ε)."""
+    cdef intp i
+    cdef floating b1 = <floating> beta_1, b2 = <floating> beta_2, g
+    cdef floating c1 = <floating> (1 - beta_1), c2 = <floating> (1 - beta_2)
+    cdef floating eta = <floating> lr_t, eps = <floating> epsilon
+    for i in range(n):
+        g = grads[i]
+        m1[i] = b1 * m1[i] + c1 * g
+        m2[i] = b2 * m2[i] + c2 * (g * g)
+        params[i] += (-eta * m1[i]) / (sqrt(m2[i]) + eps)
+
+
+# ---------------------------------------------------------------------------
+# entry points (GIL held only to check arguments and for Ctrl-C)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef int _run_epoch(const Net* net, const floating* X, const floating* Y,
+                    const floating* sw, Targets* tg, intp n_rows, intp batch_size,
+                    floating* params, floating* grads, floating* acts, floating* deltas,
+                    floating* xbuf, intp n_params, int solver, floating* state_1,
+                    floating* state_2, double lr, double momentum, bint nesterov,
+                    double beta_1, double beta_2, double epsilon, intp* t,
+                    double* loss_total) except -1 nogil:
+    cdef intp start, m, i, L = net.n_layers
+    cdef double sw_sum, batch_loss, lr_t
+    cdef floating* P = acts + net.act_off[L - 1]
+    start = 0
+    while start < n_rows:
+        m = min(batch_size, n_rows - start)
+        tg.start = start
+        forward(net, X, tg, m, params, acts, xbuf, P)
+        batch_loss = output_loss(net, tg, m, P, Y, sw, deltas + net.act_off[L - 1])
+        if sw != NULL:
+            sw_sum = 0
+            for i in range(m):
+                sw_sum += sw[row_of(tg, i)]
+        else:
+            sw_sum = m
+        backward(net, X, tg, m, params, acts, deltas, xbuf, grads, False)
+        batch_loss = finish_gradient(net, params, grads, batch_loss, sw_sum)
+        loss_total[0] += batch_loss * m
+        if solver == SGD:
+            sgd_step(params, grads, state_1, n_params, lr, momentum, nesterov)
+        else:
+            t[0] += 1
+            lr_t = lr * sqrt(1 - pow(beta_2, <double> t[0])) / (1 - pow(beta_1, <double> t[0]))
+            adam_step(params, grads, state_1, state_2, n_params, lr_t,
+                      beta_1, beta_2, epsilon)
+        with gil:
+            if PyErr_CheckSignals() != 0:
+                return -1
+        start += batch_size
+    return 0
+
+
+def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,
+              const intp[::1] act_off, int hidden, int output, int loss, double alpha,
+              const floating[::1] X, const int[::1] indices, const int[::1] indptr,
+              const floating[::1] Y, const intp[::1] labels, const floating[::1] sw,
+              const intp[::1] rows, intp n_rows, intp batch_size,
+              floating[::1] params, floating[::1] grads, floating[::1] acts,
+              floating[::1] deltas, floating[::1] xbuf,
+              int solver, floating[::1] state_1, floating[::1] state_2,
+              double lr, double momentum, bint nesterov,
+              double beta_1, double beta_2, double epsilon, intp t):
+    """One epoch of minibatch updates over ``rows`` (or rows 0..n_rows-1 when empty).
+
+    Returns ``(sum over batches of batch_loss * batch_rows, t)`` where ``t`` counts Adam
+    steps. Raises KeyboardInterrupt between batches on Ctrl-C, with the parameters of
+    the batches already done applied. Shapes are checked by the caller.
+    """
+    cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
+                            alpha, indices, indptr)
+    cdef Targets tg
+    cdef double total = 0
+    tg.rows = &rows[0] if rows.shape[0] > 0 else NULL
+    tg.start = 0
+    tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
+    with nogil:
+        _run_epoch(&net, &X[0], &Y[0] if Y.shape[0] > 0 else NULL,
+                   &sw[0] if sw.shape[0] > 0 else NULL, &tg, n_rows, batch_size,
+                   &params[0], &grads[0], &acts[0], &deltas[0],
+                   &xbuf[0] if xbuf.shape[0] > 0 else NULL, params.shape[0], solver,
+                   &state_1[0], &state_2[0] if state_2.shape[0] > 0 else NULL,
+                   lr, momentum, nesterov, beta_1, beta_2, epsilon, &t, &total)
+    return total, t
+
+
+def loss_grad(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,
+              const intp[::1] act_off, int hidden, int output, int loss, double alpha,
+              const floating[::1] X, const int[::1] indices, const int[::1] indptr,
+              const floating[::1] Y, const intp[::1] labels, const floating[::1] sw,
+              intp n_rows, intp chunk, const floating[::1] params, floating[::1] grads,
+              floating[::1] acts, floating[::1] deltas):
+    """Loss and gradient over rows 0..n_rows-1, processed ``chunk`` rows at a time
+    (the full-batch objective L-BFGS minimises). The gradient goes to ``grads``."""
+    cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
+                            alpha, indices, indptr)
+    cdef Targets tg
+    cdef intp start, m, i, L = net.n_layers
+    cdef double loss_sum = 0, sw_sum = 0, result
+    cdef const floating* Yp = &Y[0] if Y.shape[0] > 0 else NULL
+    cdef const floating* swp = &sw[0] if sw.shape[0] > 0 else NULL
+    cdef floating* P
+    tg.rows = NULL
+    tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
+    with nogil:
+        P = &acts[0] + net.act_off[L - 1]
+        start = 0
+        while start < n_rows:
+            m = min(chunk, n_rows - start)
+            tg.start = start
+            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, P)
+            loss_sum += output_loss(&net, &tg, m, P, Yp, swp, &deltas[0] + net.act_off[L - 1])
+            backward(&net, &X[0], &tg, m, &params[0], &acts[0], &deltas[0], NULL,
+                     &grads[0], start > 0)
+            start += chunk
+        if swp != NULL:
+            for i in range(n_rows):
+                sw_sum += swp[i]
+        else:
+            sw_sum = n_rows
+        result = finish_gradient(&net, &params[0], &grads[0], loss_sum, sw_sum)
+    return result
+
+
+def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,
+            const intp[::1] act_off, int hidden, int output,
+            const floating[::1] X, const int[::1] indices, const int[::1] indptr,
+            intp n_rows, intp chunk, const floating[::1] params, floating[::1] acts,
+            floating[::1] out):
+    """Output-layer activations of rows 0..n_rows-1 into ``out`` (n_rows × n_outputs)."""
+    cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, 0,
+                            0.0, indices, indptr)
+    cdef Targets tg
+    cdef intp start, m, k = units[units.shape[0] - 1]
+    tg.rows = NULL
+    tg.labels = NULL
+    with nogil:
+        start = 0
+        while start < n_rows:
+            m = min(chunk, n_rows - start)
+            tg.start = start
+            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, &out[0] + start * k)
+            start += chunk

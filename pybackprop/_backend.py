@@ -1,0 +1,154 @@
+"""The two backends behind one interface, and the data they are handed.
+
+``Net`` says what the network computes, ``Data`` holds validated training data in the
+layout the kernels read (C-contiguous dense rows, or CSR with int32 indices).
+``CythonBackend`` owns the per-fit workspaces and calls csrc/_kernels.pyx;
+``NumpyBackend`` calls the reference in ``_reference.py``. Every shape the kernels rely
+on has been checked by the estimator before either is built.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _kernels, _reference
+from ._layout import ACTIVATION_CODES, LOSS_CODES
+
+_EMPTY_INT = np.empty(0, dtype=np.intc)
+_EMPTY_INTP = np.empty(0, dtype=np.intp)
+# rows per chunk when a whole data set goes through (predict, L-BFGS): the activation
+# workspace stays near this many values
+_CHUNK_VALUES = 1 << 22
+
+
+class Net:
+    def __init__(self, layout, hidden, output, loss, alpha):
+        self.layout = layout
+        self.hidden = hidden
+        self.output = output
+        self.loss = loss
+        self.alpha = float(alpha)
+
+    def codes(self):
+        lay = self.layout
+        return (ACTIVATION_CODES[self.hidden], ACTIVATION_CODES[self.output],
+                LOSS_CODES[self.loss])
+
+    def chunk_rows(self, n_rows):
+        return int(max(1, min(n_rows, _CHUNK_VALUES // int(self.layout.units[1:].sum()))))
+
+
+def kernel_input(X, dtype):
+    """(values, indices, indptr) as the kernels read X: dense rows, or CSR parts."""
+    if sp.issparse(X):
+        X = X.tocsr()
+        if X.nnz >= np.iinfo(np.intc).max or X.shape[1] >= np.iinfo(np.intc).max:
+            raise ValueError("Sparse X with 2**31 or more nonzeros or columns is not supported.")
+        return (np.ascontiguousarray(X.data, dtype=dtype),
+                np.ascontiguousarray(X.indices, dtype=np.intc),
+                np.ascontiguousarray(X.indptr, dtype=np.intc))
+    X = np.ascontiguousarray(X, dtype=dtype)
+    return X.reshape(-1), _EMPTY_INT, _EMPTY_INT
+
+
+class Data:
+    """Training rows: X, the target matrix Y (one-hot for multiclass), class codes for
+    multiclass, and sample weights (or None)."""
+
+    def __init__(self, X, Y, sample_weight, multiclass, dtype):
+        self.X = X.tocsr() if sp.issparse(X) else np.ascontiguousarray(X, dtype=dtype)
+        self.Y = Y
+        self.n_samples = X.shape[0]
+        self.sample_weight = sample_weight
+        self.multiclass = multiclass
+        self.dtype = dtype
+        self._kernel = None
+
+    def for_kernels(self):
+        if self._kernel is None:
+            values, indices, indptr = kernel_input(self.X, self.dtype)
+            if self.multiclass:
+                labels = np.ascontiguousarray(self.Y.argmax(axis=1), dtype=np.intp)
+                Y = np.empty(0, dtype=self.dtype)
+            else:
+                labels = _EMPTY_INTP
+                Y = np.ascontiguousarray(self.Y, dtype=self.dtype).reshape(-1)
+            sw = (np.empty(0, dtype=self.dtype) if self.sample_weight is None
+                  else np.ascontiguousarray(self.sample_weight, dtype=self.dtype))
+            self._kernel = (values, indices, indptr, Y, labels, sw)
+        return self._kernel
+
+
+class CythonBackend:
+    """Workspaces allocated once per fit; every epoch and every L-BFGS evaluation
+    reuses them."""
+
+    def __init__(self, net, data, batch_rows):
+        self.net = net
+        self.data = data
+        lay = net.layout
+        self.rows = batch_rows
+        self.act_off, size = lay.act_offsets(batch_rows)
+        self.acts = np.empty(max(size, 1), dtype=data.dtype)
+        self.deltas = np.empty(max(size, 1), dtype=data.dtype)
+        dense = not sp.issparse(data.X)
+        self.xbuf = np.empty(batch_rows * int(lay.units[0]) if dense else 0, dtype=data.dtype)
+        self.grads = np.empty(lay.n_params, dtype=data.dtype)
+
+    def _args(self):
+        lay = self.net.layout
+        hidden, output, loss = self.net.codes()
+        return (lay.units, lay.coef_off, lay.inter_off, self.act_off, hidden, output,
+                loss, self.net.alpha)
+
+    def run_epoch(self, params, rows, n_rows, batch_size, opt):
+        values, indices, indptr, Y, labels, sw = self.data.for_kernels()
+        state_1, state_2 = opt.buffers
+        rows = _EMPTY_INTP if rows is None else np.ascontiguousarray(rows, dtype=np.intp)
+        nesterov = bool(getattr(opt, "nesterov", False))
+        total, opt.t = _kernels.run_epoch(
+            *self._args(), values, indices, indptr, Y, labels, sw, rows, n_rows,
+            batch_size, params, self.grads, self.acts, self.deltas, self.xbuf,
+            opt.kind, state_1, state_2, opt.learning_rate_init if opt.kind == 1 else opt.learning_rate,
+            getattr(opt, "momentum", 0.0), nesterov, getattr(opt, "beta_1", 0.0),
+            getattr(opt, "beta_2", 0.0), getattr(opt, "epsilon", 0.0), opt.t,
+        )
+        return total
+
+    def loss_grad(self, params, grads):
+        values, indices, indptr, Y, labels, sw = self.data.for_kernels()
+        return _kernels.loss_grad(*self._args(), values, indices, indptr, Y, labels, sw,
+                                  self.data.n_samples, self.rows, params, grads,
+                                  self.acts, self.deltas)
+
+
+class NumpyBackend:
+    def __init__(self, net, data, batch_rows):
+        self.net = net
+        self.data = data
+
+    def run_epoch(self, params, rows, n_rows, batch_size, opt):
+        return _reference.run_epoch(self.net, self.data, params, rows, n_rows, batch_size, opt)
+
+    def loss_grad(self, params, grads):
+        return _reference.loss_grad(self.net, self.data, params, grads)
+
+
+BACKENDS = {"cython": CythonBackend, "numpy": NumpyBackend}
+
+
+def predict(net, X, params, backend):
+    """Output-layer activations for every row of X (already of params' dtype)."""
+    if backend == "numpy":
+        out = _reference.predict(net, X, params)
+        return np.ascontiguousarray(out, dtype=params.dtype)
+    lay = net.layout
+    n = X.shape[0]
+    chunk = net.chunk_rows(n)
+    act_off, size = lay.act_offsets(chunk)
+    acts = np.empty(max(size, 1), dtype=params.dtype)
+    out = np.empty((n, int(lay.units[-1])), dtype=params.dtype)
+    values, indices, indptr = kernel_input(X, params.dtype)
+    hidden, output, _ = net.codes()
+    _kernels.predict(lay.units, lay.coef_off, lay.inter_off, act_off, hidden, output,
+                     values, indices, indptr, n, chunk, params, acts, out.reshape(-1))
+    return out

@@ -1,0 +1,90 @@
+"""The flat parameter buffer and the codes shared with the kernels.
+
+All weights and biases of a network live in one contiguous vector laid out as
+``[W_1 .. W_L, b_1 .. b_L]`` (scikit-learn's packing order). ``coefs_[l]`` and
+``intercepts_[l]`` are reshaped views of it, so an optimizer step is one loop over one
+array and L-BFGS works on the buffer itself.
+"""
+
+import numpy as np
+
+# activation codes (csrc/_activations.pxd)
+ACTIVATION_CODES = {
+    "identity": 0,
+    "logistic": 1,
+    "tanh": 2,
+    "relu": 3,
+    "exp": 4,
+    "softmax": 5,
+}
+# loss codes (csrc/_kernels.pyx); "log_loss" with a logistic output is binary
+LOSS_CODES = {"squared_error": 0, "poisson": 1, "log_loss": 2, "binary_log_loss": 3}
+
+
+class Layout:
+    """Offsets of every layer's W and b in the flat buffer, and of every layer's
+    (rows, width) block in the activation / delta workspaces."""
+
+    def __init__(self, layer_units):
+        self.units = np.asarray(layer_units, dtype=np.intp)
+        pairs = list(zip(self.units[:-1], self.units[1:]))
+        sizes = [int(a * b) for a, b in pairs]
+        self.coef_shapes = [(int(a), int(b)) for a, b in pairs]
+        self.coef_off = np.cumsum([0] + sizes[:-1]).astype(np.intp)
+        start = sum(sizes)
+        self.inter_off = (start + np.cumsum([0] + [int(b) for b in self.units[1:-1]])).astype(
+            np.intp
+        )
+        self.n_params = start + int(self.units[1:].sum())
+        self.n_layers = len(pairs)
+
+    def act_offsets(self, rows):
+        """Offsets of each layer's (rows, units[l]) block, and the workspace length."""
+        widths = self.units[1:] * rows
+        off = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.intp)
+        return off, int(widths.sum())
+
+    def views(self, params):
+        """coefs_ and intercepts_ as views into ``params``."""
+        coefs = [
+            params[o : o + a * b].reshape(a, b)
+            for o, (a, b) in zip(self.coef_off, self.coef_shapes)
+        ]
+        intercepts = [
+            params[o : o + b] for o, (_, b) in zip(self.inter_off, self.coef_shapes)
+        ]
+        return coefs, intercepts
+
+    def pack(self, coefs, intercepts, dtype):
+        """A new flat buffer holding copies of ``coefs`` and ``intercepts``."""
+        params = np.empty(self.n_params, dtype=dtype)
+        for o, c in zip(self.coef_off, coefs):
+            params[o : o + c.size] = np.ravel(c)
+        for o, b in zip(self.inter_off, intercepts):
+            params[o : o + b.size] = b
+        return params
+
+    def is_view_of(self, params, coefs, intercepts):
+        """True when ``coefs`` / ``intercepts`` are still this layout's views of ``params``."""
+        if len(coefs) != self.n_layers or len(intercepts) != self.n_layers:
+            return False
+        base = params.ctypes.data
+        size = params.itemsize
+        for o, shape, c in zip(self.coef_off, self.coef_shapes, coefs):
+            if not (
+                isinstance(c, np.ndarray)
+                and c.dtype == params.dtype
+                and c.shape == shape
+                and c.ctypes.data == base + int(o) * size
+                and c.flags.c_contiguous
+            ):
+                return False
+        for o, (_, b), c in zip(self.inter_off, self.coef_shapes, intercepts):
+            if not (
+                isinstance(c, np.ndarray)
+                and c.dtype == params.dtype
+                and c.shape == (b,)
+                and c.ctypes.data == base + int(o) * size
+            ):
+                return False
+        return True

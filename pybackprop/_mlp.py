@@ -1,0 +1,810 @@
+"""MLPClassifier and MLPRegressor: scikit-learn's estimators, trained by our kernels.
+
+Read top to bottom: the shared base with its parameter constraints, ``_fit``
+(validate → allocate once → epoch loop → guard), then the two estimators.
+The Python layer decides *when* (epochs, stopping, the random stream); the backend
+does the arithmetic. Same parameters and ``random_state`` give scikit-learn's model:
+same initialisation, same draws for the validation split and the per-epoch shuffle,
+same loss scaling.
+"""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy
+import scipy.optimize
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d, shuffle
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from . import _backend
+from ._backend import BACKENDS, Data, Net
+from ._layout import Layout
+from ._optim import AdamState, SGDState
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+# scipy >= 1.15 deprecates L-BFGS-B's ``iprint``
+_SCIPY_LBFGS_IPRINT = tuple(int(v) for v in scipy.__version__.split(".")[:2]) < (1, 15)
+
+
+def _lbfgs_n_iter(result, max_iter):
+    """Iterations L-BFGS ran, warning as scikit-learn does when it did not converge."""
+    if result.status != 0:
+        message = result.message
+        if isinstance(message, bytes):
+            message = message.decode("latin1")
+        warnings.warn(
+            f"lbfgs failed to converge after {result.nit} iteration(s) "
+            f"(status={result.status}):\n{message}.\n\n"
+            "Increase the number of iterations to improve the convergence "
+            f"(max_iter={max_iter}).\nYou might also want to scale the data as shown in:\n"
+            "    https://scikit-learn.org/stable/modules/preprocessing.html",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return min(result.nit, max_iter)
+
+
+class BaseMultilayerPerceptron(BaseEstimator):
+    """Shared machinery of MLPClassifier and MLPRegressor; use those."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "backend": [StrOptions({"cython", "numpy"})],
+    }
+
+    # ---- the network as the kernels see it --------------------------------------
+
+    def _net(self):
+        loss = self.loss
+        if loss == "log_loss" and self.out_activation_ == "logistic":
+            loss = "binary_log_loss"
+        return Net(self._layout, self.activation, self.out_activation_, loss, self.alpha)
+
+    def _params(self):
+        """The flat buffer behind coefs_ / intercepts_; repacked if the user replaced them."""
+        params = getattr(self, "_flat_params", None)
+        if params is None or not self._layout.is_view_of(params, self.coefs_, self.intercepts_):
+            dtype = np.result_type(*self.coefs_, *self.intercepts_)
+            if dtype not in (np.float32, np.float64):
+                dtype = np.float64
+            self._layout = Layout([self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_])
+            params = self._layout.pack(self.coefs_, self.intercepts_, dtype)
+            self._set_params_buffer(params)
+        return params
+
+    def _set_params_buffer(self, params):
+        self._flat_params = params
+        coefs, intercepts = self._layout.views(params)
+        self.coefs_ = coefs
+        self.intercepts_ = intercepts
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # coefs_ / intercepts_ are views of the flat buffer: store it once
+        if "_flat_params" in state and self._layout.is_view_of(
+            state["_flat_params"], state.get("coefs_", []), state.get("intercepts_", [])
+        ):
+            state = dict(state)
+            state.pop("coefs_")
+            state.pop("intercepts_")
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "_flat_params" in state and "coefs_" not in state:
+            self._set_params_buffer(self._flat_params)
+
+    # ---- fitting -----------------------------------------------------------------
+
+    def _init_coef(self, fan_in, fan_out, dtype, random_state):
+        # Glorot uniform; scikit-learn's draws in scikit-learn's order
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        bound = np.sqrt(factor / (fan_in + fan_out))
+        coef = random_state.uniform(-bound, bound, (fan_in, fan_out))
+        intercept = random_state.uniform(-bound, bound, fan_out)
+        return coef.astype(dtype, copy=False), intercept.astype(dtype, copy=False)
+
+    def _initialize(self, y, layer_units, dtype, random_state):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+        if not is_classifier(self):
+            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
+        elif self._label_binarizer.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+        else:
+            self.out_activation_ = "logistic"
+        self._layout = Layout(layer_units)
+        params = np.empty(self._layout.n_params, dtype=dtype)
+        coefs, intercepts = self._layout.views(params)
+        for i in range(self.n_layers_ - 1):
+            coefs[i][...], intercepts[i][...] = self._init_coef(
+                layer_units[i], layer_units[i + 1], dtype, random_state
+            )
+        self._set_params_buffer(params)
+        self._best_params = params.copy()
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        # A failed fit leaves the estimator as it was: every array the fit writes is
+        # new or copied, so restoring the attribute dict undoes it.
+        saved = self.__dict__.copy()
+        try:
+            return self._fit_unguarded(X, y, sample_weight, incremental)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _fit_unguarded(self, X, y, sample_weight, incremental):
+        hidden_layer_sizes = self.hidden_layer_sizes
+        if not hasattr(hidden_layer_sizes, "__iter__"):
+            hidden_layer_sizes = [hidden_layer_sizes]
+        hidden_layer_sizes = list(hidden_layer_sizes)
+        if np.any(np.array(hidden_layer_sizes) <= 0):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden_layer_sizes)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        n_samples, n_features = X.shape
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        layer_units = [n_features] + hidden_layer_sizes + [y.shape[1]]
+        random_state = check_random_state(self.random_state)
+
+        if first_pass:
+            self._initialize(y, layer_units, X.dtype, random_state)
+        else:
+            params = self._params()
+            if list(self._layout.units) != layer_units:
+                raise ValueError(
+                    "The network's layer sizes %s do not match the fitted model's %s: "
+                    "hidden_layer_sizes, n_features and n_outputs must stay the same "
+                    "with warm_start=True or partial_fit."
+                    % (layer_units, list(self._layout.units))
+                )
+            # work on a copy, so that an error midway leaves the fitted weights intact
+            self._set_params_buffer(params.copy())
+            if hasattr(self, "_optimizer"):
+                self._optimizer = self._optimizer.copy()
+            for name in ("loss_curve_", "validation_scores_"):
+                if isinstance(getattr(self, name, None), list):
+                    setattr(self, name, list(getattr(self, name)))
+        dtype = self._flat_params.dtype
+        if X.dtype != dtype:
+            X = X.astype(dtype)
+        self.n_outputs_ = y.shape[1]
+
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._fit_stochastic(X, y, sample_weight, random_state, incremental)
+        else:
+            self._fit_lbfgs(X, y, sample_weight)
+
+        if not np.isfinite(self._flat_params).all():
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may"
+                " contain large values and need to be preprocessed."
+            )
+        return self
+
+    def _make_data(self, X, y, sample_weight):
+        multiclass = self.out_activation_ == "softmax"
+        return Data(X, y, sample_weight, multiclass, self._flat_params.dtype)
+
+    def _fit_lbfgs(self, X, y, sample_weight):
+        net = self._net()
+        data = self._make_data(X, y, sample_weight)
+        backend = BACKENDS[self.backend](net, data, net.chunk_rows(X.shape[0]))
+        params = self._flat_params
+        grads = np.empty_like(params)
+
+        def loss_and_grad(x):
+            params[:] = x
+            loss = backend.loss_grad(params, grads)
+            return loss, grads.astype(np.float64)
+
+        options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol}
+        if _SCIPY_LBFGS_IPRINT:
+            options["iprint"] = 1 if (self.verbose is True or self.verbose >= 1) else -1
+        try:
+            result = scipy.optimize.minimize(
+                loss_and_grad, params.astype(np.float64), method="L-BFGS-B", jac=True,
+                options=options,
+            )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+            return
+        self.n_iter_ = _lbfgs_n_iter(result, self.max_iter)
+        self.loss_ = result.fun
+        params[:] = result.x
+
+    def _fit_stochastic(self, X, y, sample_weight, random_state, incremental):
+        params = self._flat_params
+        if not incremental or not hasattr(self, "_optimizer"):
+            if self.solver == "sgd":
+                self._optimizer = SGDState(
+                    params.size, params.dtype, self.learning_rate_init, self.learning_rate,
+                    self.momentum, self.nesterovs_momentum, self.power_t,
+                )
+            else:
+                self._optimizer = AdamState(
+                    params.size, params.dtype, self.learning_rate_init, self.beta_1,
+                    self.beta_2, self.epsilon,
+                )
+        optimizer = self._optimizer
+
+        early_stopping = self.early_stopping
+        train_idx = None
+        X_val = y_val = sw_val = None
+        if early_stopping:
+            # the same draws as splitting X itself: they depend only on n and stratify
+            stratify = y if (is_classifier(self) and self.n_outputs_ == 1) else None
+            train_idx, val_idx = train_test_split(
+                np.arange(X.shape[0]), random_state=random_state,
+                test_size=self.validation_fraction, stratify=stratify,
+            )
+            if val_idx.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+            X_val = X[val_idx]
+            y_val = y[val_idx]
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+            elif y_val.shape[1] == 1:
+                y_val = y_val.ravel()
+            sw_val = None if sample_weight is None else sample_weight[val_idx]
+
+        n_train = X.shape[0] if train_idx is None else train_idx.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n_train)
+        else:
+            if self.batch_size > n_train:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than "
+                    "sample size. It is going to be clipped"
+                )
+            batch_size = int(np.clip(self.batch_size, 1, n_train))
+
+        net = self._net()
+        data = self._make_data(X, y, sample_weight)
+        backend = BACKENDS[self.backend](net, data, batch_size)
+        sample_idx = np.arange(n_train, dtype=int)
+        try:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                if self.shuffle:
+                    sample_idx = shuffle(sample_idx, random_state=random_state)
+                    rows = sample_idx if train_idx is None else train_idx[sample_idx]
+                else:
+                    rows = train_idx
+                total = backend.run_epoch(params, rows, n_train, batch_size, optimizer)
+                self.n_iter_ += 1
+                self.loss_ = total / n_train
+                self.t_ += n_train
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+
+                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
+                optimizer.iteration_ends(self.t_)
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if early_stopping:
+                        msg = ("Validation score did not improve more than tol=%f for %d "
+                               "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                    else:
+                        msg = ("Training loss did not improve more than tol=%f for %d "
+                               "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                    if optimizer.trigger_stopping(msg, self.verbose):
+                        break
+                    self._no_improvement_count = 0
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) reached and the "
+                        "optimization hasn't converged yet." % self.max_iter,
+                        ConvergenceWarning,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+
+        if early_stopping:
+            params[:] = self._best_params
+
+    def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val):
+        if early_stopping:
+            score = self._score(X_val, y_val, sample_weight=sw_val)
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print("Validation score: %f" % self.validation_scores_[-1])
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_params = self._flat_params.copy()
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : {ndarray, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (classification) or real numbers (regression).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                "partial_fit is only available for stochastic optimizers. "
+                "%s is not stochastic." % self.solver
+            )
+        return True
+
+    # ---- prediction --------------------------------------------------------------
+
+    def _forward_pass_fast(self, X, check_input=True):
+        """Output-layer activations for the rows of X."""
+        if check_input:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
+                              dtype=(np.float64, np.float32))
+        params = self._params()
+        if X.dtype != params.dtype:
+            X = X.astype(params.dtype)
+        return _backend.predict(self._net(), X, params, self.backend)
+
+    def _score_with_function(self, X, y, sample_weight, score_function):
+        y_pred = self._predict(X, check_input=False)
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        return score_function(y, y_pred, sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+_COMMON_PARAMS_DOC = """
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        The ith element is the number of neurons in the ith hidden layer.
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Activation of the hidden layers.
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+        The weight optimizer.
+    alpha : float, default=0.0001
+        Strength of the L2 penalty, divided by the sample size when added to the loss.
+    batch_size : int or 'auto', default='auto'
+        Minibatch size of the stochastic solvers; 'auto' is ``min(200, n_samples)``.
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Learning-rate schedule of ``solver='sgd'``.
+    learning_rate_init : float, default=0.001
+        Initial learning rate (sgd, adam).
+    power_t : float, default=0.5
+        Exponent of the 'invscaling' schedule.
+    max_iter : int, default=200
+        Maximum number of epochs (sgd, adam) or iterations (lbfgs).
+    shuffle : bool, default=True
+        Whether to shuffle the samples each epoch (sgd, adam).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights, the early-stopping split and the shuffles.
+    tol : float, default=1e-4
+        Tolerance of the stopping rules.
+    verbose : bool, default=False
+        Print progress messages to stdout.
+    warm_start : bool, default=False
+        Reuse the previous solution as the starting point of ``fit``.
+    momentum : float, default=0.9
+        Momentum of sgd, in [0, 1].
+    nesterovs_momentum : bool, default=True
+        Use Nesterov's momentum (sgd with momentum > 0).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data and stop when its score stalls;
+        the best weights seen are restored.
+    validation_fraction : float, default=0.1
+        Share of the data held out for early stopping.
+    beta_1, beta_2 : float, default=0.9, 0.999
+        Adam's decay rates of the first and second moment estimates.
+    epsilon : float, default=1e-8
+        Adam's numerical-stability constant.
+    n_iter_no_change : int, default=10
+        Epochs without ``tol`` improvement before stopping (sgd, adam).
+    max_fun : int, default=15000
+        Maximum number of loss evaluations (lbfgs).
+    backend : {'cython', 'numpy'}, default='cython'
+        Where the arithmetic runs: the compiled kernels, or the readable NumPy
+        reference (same algorithm, same results to rounding).
+"""
+
+_COMMON_ATTRS_DOC = """
+    loss_ : float
+        The loss at the end of training.
+    best_loss_ : float or None
+        Lowest training loss reached (stochastic solvers without early stopping).
+    loss_curve_ : list of float
+        Training loss after each epoch (stochastic solvers).
+    validation_scores_ : list of float or None
+        Held-out score after each epoch (with ``early_stopping=True``).
+    best_validation_score_ : float or None
+        Best held-out score (with ``early_stopping=True``).
+    t_ : int
+        Number of training samples seen by the solver.
+    coefs_ : list of ndarray of shape (fan_in, fan_out)
+        Weight matrices, views into one flat parameter buffer.
+    intercepts_ : list of ndarray of shape (fan_out,)
+        Bias vectors, views into the same buffer.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when X had string column names.
+    n_iter_ : int
+        Number of epochs (stochastic) or iterations (lbfgs) run.
+    n_layers_ : int
+        Number of layers, input and output included.
+    n_outputs_ : int
+        Number of outputs.
+    out_activation_ : str
+        Activation of the output layer.
+"""
+
+
+class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
+    __doc__ = (
+        """Multilayer perceptron classifier trained by backpropagation.
+
+    Minimises the cross-entropy (softmax output for multiclass, logistic for binary
+    and multilabel targets) plus ``alpha / 2 · ||W||² / n`` with L-BFGS, SGD or Adam.
+    A drop-in replacement of :class:`sklearn.neural_network.MLPClassifier`: the same
+    parameters give the same model for the same ``random_state``.
+
+    Parameters
+    ----------"""
+        + _COMMON_PARAMS_DOC
+        + """
+    Attributes
+    ----------
+    classes_ : ndarray or list of ndarray
+        Class labels for each output."""
+        + _COMMON_ATTRS_DOC
+        + """
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from pybackprop import MLPClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = MLPClassifier(random_state=0, max_iter=30).fit(X / 16, y)
+    >>> clf.score(X / 16, y) > 0.95
+    True
+    """
+    )
+
+    def __init__(
+        self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+        batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+        max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+        warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+        validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+        n_iter_no_change=10, max_fun=15000, backend="cython",
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+
+    loss = "log_loss"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in "
+                        f"the previous call to fit. Previously got {self.classes_}, "
+                        f"`y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                    f"{self.classes_}. 'y' has {classes}."
+                )
+        y = self._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def predict(self, X):
+        """Predict with the multilayer perceptron classifier.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            The predicted classes.
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        return self._label_binarizer.inverse_transform(y_pred)
+
+    def _score(self, X, y, sample_weight=None):
+        return self._score_with_function(X, y, sample_weight, accuracy_score)
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch of the stochastic solver over (X, y).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array of shape (n_classes,), default=None
+            All classes; required on the first call, ignored afterwards.
+
+        Returns
+        -------
+        self : object
+        """
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict_log_proba(self, X):
+        """Log of the class probabilities, ``log(predict_proba(X))``."""
+        y_prob = self.predict_proba(X)
+        return np.log(y_prob, out=y_prob)
+
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_prob : ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        y_pred = self._forward_pass_fast(X)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        if y_pred.ndim == 1:
+            return np.vstack([1 - y_pred, y_pred]).T
+        return y_pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
+    __doc__ = (
+        """Multilayer perceptron regressor trained by backpropagation.
+
+    Minimises half the squared error (identity output) or half the Poisson deviance
+    (exp output) plus ``alpha / 2 · ||W||² / n`` with L-BFGS, SGD or Adam. A drop-in
+    replacement of :class:`sklearn.neural_network.MLPRegressor`.
+
+    With several outputs the squared-error loss is summed over the outputs (its
+    gradient is the one every solver follows); scikit-learn reports it averaged over
+    the outputs, which makes its L-BFGS loss disagree with its own gradient.
+
+    Parameters
+    ----------
+    loss : {'squared_error', 'poisson'}, default='squared_error'
+        The loss to minimise."""
+        + _COMMON_PARAMS_DOC
+        + """
+    Attributes
+    ----------"""
+        + _COMMON_ATTRS_DOC
+        + """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pybackprop import MLPRegressor
+    >>> X = np.linspace(-1, 1, 200).reshape(-1, 1)
+    >>> reg = MLPRegressor(solver="lbfgs", random_state=0).fit(X, X.ravel() ** 2)
+    >>> reg.score(X, X.ravel() ** 2) > 0.9
+    True
+    """
+    )
+
+    _parameter_constraints: dict = {
+        **BaseMultilayerPerceptron._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(
+        self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+        solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+        learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+        random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+        nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+        beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+        backend="cython",
+    ):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+
+    def predict(self, X):
+        """Predict with the multilayer perceptron regressor.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if y_pred.shape[1] == 1:
+            return y_pred.ravel()
+        return y_pred
+
+    def _score(self, X, y, sample_weight=None):
+        return self._score_with_function(X, y, sample_weight, r2_score)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("Some value(s) of y are negative which is not allowed for "
+                             "Poisson regression (loss='poisson').")
+        return X, y
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch of the stochastic solver over (X, y).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)

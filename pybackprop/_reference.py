@@ -1,0 +1,139 @@
+"""Backpropagation in plain NumPy, step by step as the course notes write it.
+
+This is the ``backend="numpy"`` of the estimators, the oracle of the tests and the
+"pure NumPy" column of the benchmarks. It does the same arithmetic as the Cython
+kernels, one readable line per equation. The notes use column vectors
+(``z = W h + b``, ``dW = dz · hᵀ``); here one row is one sample, so every equation is
+transposed: ``z = h @ W + b`` and ``dW = hᵀ @ dz`` with ``W`` of shape (fan_in, fan_out).
+
+    1. h⁰ = x
+    2. for l in 1..L:  zˡ = hˡ⁻¹ Wˡ + bˡ,  hˡ = f(zˡ)        (output: softmax / σ / id / exp)
+    3. loss = mean over the batch of the per-sample loss (+ L2 term)
+    4. dzᴸ = p - y                                          (canonical link)
+    5. for l in L..1:  dWˡ = hˡ⁻¹ᵀ dzˡ,  dbˡ = Σ dzˡ,
+                       dhˡ⁻¹ = dzˡ Wˡᵀ,  dzˡ⁻¹ = dhˡ⁻¹ ⊗ f'(zˡ⁻¹)
+    6. average over the batch, add α W, update.
+"""
+
+import numpy as np
+
+
+def _logistic(z):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _exp(z):
+    with np.errstate(over="ignore"):
+        return np.exp(z)
+
+
+ACTIVATIONS = {
+    "identity": lambda z: z,
+    "logistic": _logistic,
+    "tanh": np.tanh,
+    "relu": lambda z: np.maximum(z, 0),
+    "exp": _exp,
+    "softmax": _softmax,
+}
+
+# f'(z) written through h = f(z): no copy of z is needed on the way back
+DERIVATIVES = {
+    "identity": lambda h: np.ones_like(h),
+    "logistic": lambda h: h * (1 - h),
+    "tanh": lambda h: 1 - h * h,
+    "relu": lambda h: (h > 0).astype(h.dtype),
+}
+
+
+def sample_losses(p, y, loss):
+    """Per-sample loss, summed over outputs; probabilities clipped to [eps, 1 - eps]."""
+    if loss == "squared_error":
+        return 0.5 * ((y - p) ** 2).sum(axis=1)
+    if loss == "poisson":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / p), 0.0)
+        return (ylogy - y + p).sum(axis=1)
+    eps = np.finfo(p.dtype).eps
+    p = np.clip(p, eps, 1 - eps)
+    if loss == "log_loss":  # softmax, one-hot y:  -yᵀ log p
+        return -(y * np.log(p)).sum(axis=1)
+    # binary_log_loss:  -(y log p + (1 - y) log(1 - p))
+    return -(np.where(y > 0, y * np.log(p), 0) + np.where(y < 1, (1 - y) * np.log(1 - p), 0)).sum(axis=1)
+
+
+def feed_forward(coefs, intercepts, x, hidden, output):
+    """[h⁰, h¹, …, hᴸ = p] for the rows of x."""
+    h = [x]
+    for l, (W, b) in enumerate(zip(coefs, intercepts)):
+        z = h[-1] @ W + b
+        f = ACTIVATIONS[output if l == len(coefs) - 1 else hidden]
+        h.append(np.asarray(f(z)))
+    return h
+
+
+def backprop(coefs, intercepts, x, y, sample_weight, hidden, output, loss, alpha):
+    """Loss and gradients (dW, db per layer) of a batch, averaged over its samples."""
+    h = feed_forward(coefs, intercepts, x, hidden, output)
+    p = h[-1]
+    s = np.ones(p.shape[0], dtype=p.dtype) if sample_weight is None else sample_weight
+    S = s.sum()
+    L = np.dot(s, sample_losses(p, y, loss)) / S
+    L += 0.5 * alpha * sum(np.dot(W.ravel(), W.ravel()) for W in coefs) / S
+
+    dz = (p - y) * s[:, None]  # dzᴸ = p - y, weighted
+    dW = [None] * len(coefs)
+    db = [None] * len(coefs)
+    for l in range(len(coefs) - 1, -1, -1):
+        dW[l] = (np.asarray(h[l].T @ dz) + alpha * coefs[l]) / S  # dWˡ = hˡ⁻¹ᵀ dzˡ
+        db[l] = dz.sum(axis=0) / S  # dbˡ = Σ dzˡ
+        if l > 0:
+            dh = dz @ coefs[l].T  # dhˡ⁻¹ = dzˡ Wˡᵀ
+            dz = dh * DERIVATIVES[hidden](h[l])  # dzˡ⁻¹ = dhˡ⁻¹ ⊗ f'(zˡ⁻¹)
+    return float(L), dW, db
+
+
+def run_epoch(net, data, params, rows, n_rows, batch_size, optimizer):
+    """Minibatch steps over ``rows`` (rows 0..n_rows-1 when None); returns
+    Σ batch_loss · batch_rows, as the Cython kernel does."""
+    coefs, intercepts = net.layout.views(params)
+    grads = np.empty_like(params)
+    gcoefs, gintercepts = net.layout.views(grads)
+    total = 0.0
+    for start in range(0, n_rows, batch_size):
+        batch = np.arange(start, min(start + batch_size, n_rows))
+        if rows is not None:
+            batch = rows[batch]
+        sw = None if data.sample_weight is None else data.sample_weight[batch]
+        batch_loss, dW, db = backprop(
+            coefs, intercepts, data.X[batch], data.Y[batch].astype(params.dtype), sw,
+            net.hidden, net.output, net.loss, net.alpha,
+        )
+        for g, d in zip(gcoefs + gintercepts, dW + db):
+            g[...] = d
+        optimizer.step(params, grads)
+        total += batch_loss * len(batch)
+    return total
+
+
+def loss_grad(net, data, params, grads):
+    """Full-batch loss; the gradient is written into ``grads``."""
+    coefs, intercepts = net.layout.views(params)
+    L, dW, db = backprop(
+        coefs, intercepts, data.X, data.Y.astype(params.dtype), data.sample_weight,
+        net.hidden, net.output, net.loss, net.alpha,
+    )
+    gcoefs, gintercepts = net.layout.views(grads)
+    for g, d in zip(gcoefs + gintercepts, dW + db):
+        g[...] = d
+    return L
+
+
+def predict(net, X, params):
+    coefs, intercepts = net.layout.views(params)
+    return feed_forward(coefs, intercepts, X, net.hidden, net.output)[-1]
