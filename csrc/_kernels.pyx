@@ -103,9 +103,10 @@ cdef inline intp row_of(const Targets* tg, intp i) noexcept nogil:
 @cython.wraparound(False)
 cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                   const floating* params, floating* acts, floating* xbuf,
-                  floating* out) noexcept nogil:
+                  floating* out, floating* zs) noexcept nogil:
     """Fill every layer's block of ``acts`` for m rows; the output layer goes to
-    ``out`` (pass the last block of ``acts`` to keep it there)."""
+    ``out`` (pass the last block of ``acts`` to keep it there). When ``zs`` is not
+    NULL, each layer's z (before its activation) is kept there, laid out as ``acts``."""
     cdef intp L = net.n_layers, d = net.units[0]
     cdef intp l, i, j, p, r, fan_in, fan_out
     cdef const floating* h_prev
@@ -149,6 +150,8 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
             # Z += H_prev @ W
             gemm(False, False, <int> m, <int> fan_out, <int> fan_in, <floating> 1.0,
                  h_prev, <int> fan_in, W, <int> fan_out, <floating> 1.0, z, <int> fan_out)
+        if zs != NULL:
+            memcpy(zs + net.act_off[l], z, m * fan_out * sizeof(floating))
         if l < L - 1:
             activate(net.hidden, z, m * fan_out)
         elif net.output == SOFTMAX:
@@ -237,9 +240,11 @@ cdef double output_loss(const Net* net, const Targets* tg, intp m,
 @cython.wraparound(False)
 cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
                    const floating* params, const floating* acts, floating* deltas,
-                   const floating* xbuf, floating* grads, bint accumulate) noexcept nogil:
+                   const floating* xbuf, floating* grads, bint accumulate,
+                   floating* dhs) noexcept nogil:
     """Unscaled sums ``h_{l-1}^T dz_l`` and ``colsum(dz_l)`` into grads (added to what
-    is there when ``accumulate``); dz_L must already be in its deltas block."""
+    is there when ``accumulate``); dz_L must already be in its deltas block. When
+    ``dhs`` is not NULL, each hidden layer's dh (before ⊙ f') is kept there."""
     cdef intp L = net.n_layers, d = net.units[0]
     cdef intp l, i, j, p, r, fan_in, fan_out
     cdef floating beta = 1.0 if accumulate else 0.0
@@ -290,6 +295,9 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
             gemm(False, True, <int> m, <int> fan_in, <int> fan_out, <floating> 1.0,
                  dz, <int> fan_out, params + net.coef_off[l], <int> fan_out,
                  <floating> 0.0, deltas + net.act_off[l - 1], <int> fan_in)
+            if dhs != NULL:
+                memcpy(dhs + net.act_off[l - 1], deltas + net.act_off[l - 1],
+                       m * fan_in * sizeof(floating))
             multiply_derivative(net.hidden, acts + net.act_off[l - 1],
                                 deltas + net.act_off[l - 1], m * fan_in)
 
@@ -374,7 +382,7 @@ cdef int _run_epoch(const Net* net, const floating* X, const floating* Y,
     while start < n_rows:
         m = min(batch_size, n_rows - start)
         tg.start = start
-        forward(net, X, tg, m, params, acts, xbuf, P)
+        forward(net, X, tg, m, params, acts, xbuf, P, NULL)
         batch_loss = output_loss(net, tg, m, P, Y, sw, deltas + net.act_off[L - 1])
         if sw != NULL:
             sw_sum = 0
@@ -382,7 +390,7 @@ cdef int _run_epoch(const Net* net, const floating* X, const floating* Y,
                 sw_sum += sw[row_of(tg, i)]
         else:
             sw_sum = m
-        backward(net, X, tg, m, params, acts, deltas, xbuf, grads, False)
+        backward(net, X, tg, m, params, acts, deltas, xbuf, grads, False, NULL)
         batch_loss = finish_gradient(net, params, grads, batch_loss, sw_sum)
         loss_total[0] += batch_loss * m
         if solver == SGD:
@@ -456,10 +464,10 @@ def loss_grad(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
         while start < n_rows:
             m = min(chunk, n_rows - start)
             tg.start = start
-            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, P)
+            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, P, NULL)
             loss_sum += output_loss(&net, &tg, m, P, Yp, swp, &deltas[0] + net.act_off[L - 1])
             backward(&net, &X[0], &tg, m, &params[0], &acts[0], &deltas[0], NULL,
-                     &grads[0], start > 0)
+                     &grads[0], start > 0, NULL)
             start += chunk
         if swp != NULL:
             for i in range(n_rows):
@@ -487,5 +495,39 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
         while start < n_rows:
             m = min(chunk, n_rows - start)
             tg.start = start
-            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, &out[0] + start * k)
+            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, &out[0] + start * k, NULL)
             start += chunk
+
+
+def trace(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,
+          const intp[::1] act_off, int hidden, int output, int loss, double alpha,
+          const floating[::1] X, const int[::1] indices, const int[::1] indptr,
+          const floating[::1] Y, const intp[::1] labels, const floating[::1] sw,
+          intp n_rows, const floating[::1] params, floating[::1] grads,
+          floating[::1] zs, floating[::1] acts, floating[::1] dhs, floating[::1] deltas):
+    """One batch of rows 0..n_rows-1 with every intermediate kept: z and h of each
+    layer, dh of each hidden layer, the (unscaled) dz of each layer, and the finished
+    gradient. Returns ``(loss, S)``; dz / S is the derivative of the loss."""
+    cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
+                            alpha, indices, indptr)
+    cdef Targets tg
+    cdef intp i, L = net.n_layers
+    cdef double loss_sum, sw_sum = 0, result
+    cdef const floating* swp = &sw[0] if sw.shape[0] > 0 else NULL
+    cdef floating* P = &acts[0] + net.act_off[L - 1]
+    tg.rows = NULL
+    tg.start = 0
+    tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
+    with nogil:
+        forward(&net, &X[0], &tg, n_rows, &params[0], &acts[0], NULL, P, &zs[0])
+        loss_sum = output_loss(&net, &tg, n_rows, P, &Y[0] if Y.shape[0] > 0 else NULL,
+                               swp, &deltas[0] + net.act_off[L - 1])
+        backward(&net, &X[0], &tg, n_rows, &params[0], &acts[0], &deltas[0], NULL,
+                 &grads[0], False, &dhs[0])
+        if swp != NULL:
+            for i in range(n_rows):
+                sw_sum += swp[i]
+        else:
+            sw_sum = n_rows
+        result = finish_gradient(&net, &params[0], &grads[0], loss_sum, sw_sum)
+    return result, sw_sum

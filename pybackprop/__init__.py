@@ -4,5 +4,13 @@ with the face of scikit-learn's MLPClassifier and MLPRegressor."""
 __version__ = "0.1.0"
 
 from ._mlp import MLPClassifier, MLPRegressor
+from ._trace import BackpropTrace, LayerTrace, gradient_check
 
-__all__ = ["MLPClassifier", "MLPRegressor", "__version__"]
+__all__ = [
+    "BackpropTrace",
+    "LayerTrace",
+    "MLPClassifier",
+    "MLPRegressor",
+    "__version__",
+    "gradient_check",
+]

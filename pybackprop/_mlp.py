@@ -24,7 +24,12 @@ from sklearn.utils import check_random_state, column_or_1d, shuffle
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_is_fitted,
+    validate_data,
+)
 
 from . import _backend
 from ._backend import BACKENDS, Data, Net
@@ -421,6 +426,38 @@ class BaseMultilayerPerceptron(BaseEstimator):
             X = X.astype(params.dtype)
         return _backend.predict(self._net(), X, params, self.backend)
 
+    # ---- backpropagation made visible ---------------------------------------------
+
+    def _trace_inputs(self, X, y, sample_weight):
+        """X, the target matrix and sample weights, validated as fit validates them."""
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
+                          dtype=(np.float64, np.float32))
+        X = X.astype(self._params().dtype, copy=False)
+        Y = self._target_matrix(y, X.shape[0])
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        return X, Y, sample_weight
+
+    def backprop_trace(self, X, y, sample_weight=None):
+        """Every step of backpropagation for the rows of (X, y), with the current
+        weights, as the solver computes it; the model is not changed.
+
+        Returns a :class:`~pybackprop.BackpropTrace`: one record per layer (hidden
+        layers, then output) with ``z, h, dz, dW, db, dh``, plus ``p`` and ``loss``.
+        The rows form one batch: ``loss`` is their weighted mean loss plus
+        ``½ alpha ‖W‖² / S`` and every derivative is of that loss.
+
+        Shapes are row-major (one row per sample): ``W`` is ``(fan_in, fan_out)``,
+        ``z = h_prev @ W + b`` and ``dW = h_prevᵀ @ dz``. In the column-vector notation
+        of the course notes (``z = W h_prev + b``, one sample) the same step reads
+        ``dW = dz · h_prevᵀ`` and ``dh_prev = Wᵀ · dz``.
+        """
+        from ._trace import trace
+
+        X, Y, sample_weight = self._trace_inputs(X, y, sample_weight)
+        return trace(self, X, Y, sample_weight, self.backend)
+
     def _score_with_function(self, X, y, sample_weight, score_function):
         y_pred = self._predict(X, check_input=False)
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
@@ -607,6 +644,18 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         y = self._label_binarizer.transform(y).astype(bool)
         return X, y
 
+    def _target_matrix(self, y, n_samples):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        unseen = np.setdiff1d(unique_labels(y), self.classes_)
+        if len(unseen):
+            raise ValueError(f"y has classes not in classes_: {unseen}")
+        Y = self._label_binarizer.transform(y).astype(bool)
+        if Y.shape[0] != n_samples:
+            raise ValueError(f"X has {n_samples} rows but y has {Y.shape[0]}.")
+        return Y
+
     def predict(self, X):
         """Predict with the multilayer perceptron classifier.
 
@@ -758,6 +807,14 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.backend = backend
+
+    def _target_matrix(self, y, n_samples):
+        y = check_array(y, ensure_2d=False, dtype=np.float64)
+        Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        if Y.shape != (n_samples, self.n_outputs_):
+            raise ValueError(f"y must have shape ({n_samples}, {self.n_outputs_}) "
+                             f"(or ({n_samples},) with one output), got {y.shape}.")
+        return Y
 
     def predict(self, X):
         """Predict with the multilayer perceptron regressor.

@@ -77,25 +77,53 @@ def feed_forward(coefs, intercepts, x, hidden, output):
     return h
 
 
-def backprop(coefs, intercepts, x, y, sample_weight, hidden, output, loss, alpha):
-    """Loss and gradients (dW, db per layer) of a batch, averaged over its samples."""
-    h = feed_forward(coefs, intercepts, x, hidden, output)
-    p = h[-1]
+def forward_backward(coefs, intercepts, x, y, sample_weight, hidden, output, loss, alpha):
+    """Every intermediate of one batch: per layer z, h, dz, dW, db, dh, and the loss.
+
+    The loss is the weighted mean of the per-sample losses plus ``½ α ‖W‖² / S``
+    (S = number of samples, or the sum of their weights); the gradients are its own.
+    """
+    # feed forward:  zˡ = hˡ⁻¹ Wˡ + bˡ,  hˡ = f(zˡ)
+    zs, hs = [], []
+    h_prev = x
+    for l, (W, b) in enumerate(zip(coefs, intercepts)):
+        z = np.asarray(h_prev @ W + b)
+        h = np.asarray(ACTIVATIONS[output if l == len(coefs) - 1 else hidden](z))
+        zs.append(z)
+        hs.append(h)
+        h_prev = h
+    p = hs[-1]
+
+    # loss: weighted average over the batch, then the L2 term
     s = np.ones(p.shape[0], dtype=p.dtype) if sample_weight is None else sample_weight
     S = s.sum()
     L = np.dot(s, sample_losses(p, y, loss)) / S
     L += 0.5 * alpha * sum(np.dot(W.ravel(), W.ravel()) for W in coefs) / S
 
-    dz = (p - y) * s[:, None]  # dzᴸ = p - y, weighted
-    dW = [None] * len(coefs)
-    db = [None] * len(coefs)
-    for l in range(len(coefs) - 1, -1, -1):
-        dW[l] = (np.asarray(h[l].T @ dz) + alpha * coefs[l]) / S  # dWˡ = hˡ⁻¹ᵀ dzˡ
-        db[l] = dz.sum(axis=0) / S  # dbˡ = Σ dzˡ
+    # backpropagation; dz is kept unscaled (· S) until the division of step 6
+    n_layers = len(coefs)
+    dz = [None] * n_layers
+    dh = [None] * n_layers
+    dW = [None] * n_layers
+    db = [None] * n_layers
+    dz[-1] = (p - y) * s[:, None]  # dzᴸ = p - y, weighted
+    for l in range(n_layers - 1, -1, -1):
+        h_prev = x if l == 0 else hs[l - 1]
+        dW[l] = (np.asarray(h_prev.T @ dz[l]) + alpha * coefs[l]) / S  # dWˡ = hˡ⁻¹ᵀ dzˡ
+        db[l] = dz[l].sum(axis=0) / S  # dbˡ = Σ dzˡ
         if l > 0:
-            dh = dz @ coefs[l].T  # dhˡ⁻¹ = dzˡ Wˡᵀ
-            dz = dh * DERIVATIVES[hidden](h[l])  # dzˡ⁻¹ = dhˡ⁻¹ ⊗ f'(zˡ⁻¹)
-    return float(L), dW, db
+            dh[l - 1] = dz[l] @ coefs[l].T  # dhˡ⁻¹ = dzˡ Wˡᵀ
+            dz[l - 1] = dh[l - 1] * DERIVATIVES[hidden](hs[l - 1])  # dzˡ⁻¹ = dhˡ⁻¹ ⊗ f'(zˡ⁻¹)
+    dz = [d / S for d in dz]
+    dh = [None if d is None else d / S for d in dh]
+    return zs, hs, dz, dW, db, dh, float(L)
+
+
+def backprop(coefs, intercepts, x, y, sample_weight, hidden, output, loss, alpha):
+    """Loss and gradients (dW, db per layer) of a batch, averaged over its samples."""
+    _, _, _, dW, db, _, L = forward_backward(coefs, intercepts, x, y, sample_weight,
+                                             hidden, output, loss, alpha)
+    return L, dW, db
 
 
 def run_epoch(net, data, params, rows, n_rows, batch_size, optimizer):
