@@ -20,7 +20,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
+from sklearn.metrics import check_scoring
 from sklearn.utils import check_random_state, column_or_1d, shuffle
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
@@ -31,7 +33,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from . import _backend
+from . import _backend, _reference
 from ._backend import BACKENDS, Data, Net
 from ._layout import Layout
 from ._optim import AdamState, SGDState
@@ -57,6 +59,37 @@ def _lbfgs_n_iter(result, max_iter):
             stacklevel=3,
         )
     return min(result.nit, max_iter)
+
+
+def _validated_sample_weight(sample_weight, X):
+    """None, or a finite, non-negative, not all-zero float vector of one weight per row."""
+    if sample_weight is None:
+        return None
+    sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+    if not np.any(sample_weight > 0):
+        raise ValueError("sample_weight must contain at least one positive weight; "
+                         "all weights are zero.")
+    return sample_weight
+
+
+def _check_two_classes(label_binarizer):
+    if label_binarizer.y_type_ != "multilabel-indicator" and len(label_binarizer.classes_) < 2:
+        raise ValueError(
+            "MLPClassifier needs samples of at least 2 classes in the data, but the data "
+            f"contains only one class: {label_binarizer.classes_[0]}"
+        )
+
+
+def _call_callbacks(callbacks, est, info):
+    """True when a callback asks to stop training."""
+    if callbacks is None:
+        return False
+    if callable(callbacks):
+        callbacks = [callbacks]
+    stop = False
+    for callback in callbacks:
+        stop = bool(callback(est, info)) or stop
+    return stop
 
 
 class BaseMultilayerPerceptron(BaseEstimator):
@@ -87,6 +120,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "backend": [StrOptions({"cython", "numpy"})],
+        "scoring": [None, str, callable],
+        "callbacks": [None, list, tuple, callable],
     }
 
     # ---- the network as the kernels see it --------------------------------------
@@ -166,6 +201,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
             self._no_improvement_count = 0
             if self.early_stopping:
                 self.validation_scores_ = []
+                self.validation_loss_curve_ = []
                 self.best_validation_score_ = -np.inf
                 self.best_loss_ = None
             else:
@@ -189,18 +225,22 @@ class BaseMultilayerPerceptron(BaseEstimator):
         if not hasattr(hidden_layer_sizes, "__iter__"):
             hidden_layer_sizes = [hidden_layer_sizes]
         hidden_layer_sizes = list(hidden_layer_sizes)
-        if np.any(np.array(hidden_layer_sizes) <= 0):
-            raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden_layer_sizes)
+        if not all(isinstance(h, Integral) and not isinstance(h, bool) and h > 0
+                   for h in hidden_layer_sizes):
+            raise ValueError(
+                "hidden_layer_sizes must be positive integers, got %s." % hidden_layer_sizes
+            )
+        hidden_layer_sizes = [int(h) for h in hidden_layer_sizes]
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
 
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         n_samples, n_features = X.shape
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
+        sample_weight = _validated_sample_weight(sample_weight, X)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
+        sample_weight = self._with_class_weight(y, sample_weight, incremental)
         layer_units = [n_features] + hidden_layer_sizes + [y.shape[1]]
         random_state = check_random_state(self.random_state)
 
@@ -219,7 +259,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
             self._set_params_buffer(params.copy())
             if hasattr(self, "_optimizer"):
                 self._optimizer = self._optimizer.copy()
-            for name in ("loss_curve_", "validation_scores_"):
+            for name in ("loss_curve_", "validation_scores_", "validation_loss_curve_"):
                 if isinstance(getattr(self, name, None), list):
                     setattr(self, name, list(getattr(self, name)))
         dtype = self._flat_params.dtype
@@ -239,6 +279,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
             )
         return self
 
+    def _with_class_weight(self, y, sample_weight, incremental):
+        return sample_weight
+
     def _make_data(self, X, y, sample_weight):
         multiclass = self.out_activation_ == "softmax"
         return Data(X, y, sample_weight, multiclass, self._flat_params.dtype)
@@ -249,11 +292,31 @@ class BaseMultilayerPerceptron(BaseEstimator):
         backend = BACKENDS[self.backend](net, data, net.chunk_rows(X.shape[0]))
         params = self._flat_params
         grads = np.empty_like(params)
+        best = {"loss": np.inf, "x": params.copy(), "iterations": 0, "stopped": False}
 
         def loss_and_grad(x):
             params[:] = x
             loss = backend.loss_grad(params, grads)
+            if loss < best["loss"]:
+                best["loss"] = loss
+                best["x"][:] = params
             return loss, grads.astype(np.float64)
+
+        def count_iteration(intermediate_result):
+            best["iterations"] += 1
+            if self.callbacks is None:
+                return
+            self.n_iter_ = best["iterations"]
+            self.loss_ = float(intermediate_result.fun)
+            info = {"epoch": self.n_iter_, "loss": self.loss_, "validation_score": None,
+                    "validation_loss": None, "learning_rate": None}
+            params[:] = intermediate_result.x
+            readonly = params.view()
+            readonly.flags.writeable = False
+            info["coefs"], info["intercepts"] = self._layout.views(readonly)
+            if _call_callbacks(self.callbacks, self, info):
+                best["stopped"] = True
+                raise StopIteration
 
         options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol}
         if _SCIPY_LBFGS_IPRINT:
@@ -261,12 +324,19 @@ class BaseMultilayerPerceptron(BaseEstimator):
         try:
             result = scipy.optimize.minimize(
                 loss_and_grad, params.astype(np.float64), method="L-BFGS-B", jac=True,
-                options=options,
+                options=options, callback=count_iteration,
             )
         except KeyboardInterrupt:
+            # keep the best point evaluated so far, as a finished run would
             warnings.warn("Training interrupted by user.")
+            params[:] = best["x"]
+            self.n_iter_ = best["iterations"]
+            self.loss_ = float(best["loss"])
             return
-        self.n_iter_ = _lbfgs_n_iter(result, self.max_iter)
+        if best["stopped"]:
+            self.n_iter_ = best["iterations"]
+        else:
+            self.n_iter_ = _lbfgs_n_iter(result, self.max_iter)
         self.loss_ = result.fun
         params[:] = result.x
 
@@ -302,6 +372,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 )
             X_val = X[val_idx]
             y_val = y[val_idx]
+            Y_val = y_val
             if is_classifier(self):
                 y_val = self._label_binarizer.inverse_transform(y_val)
             elif y_val.shape[1] == 1:
@@ -339,8 +410,12 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
+                if early_stopping:
+                    self.validation_loss_curve_.append(self._validation_loss(X_val, Y_val, sw_val))
                 self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
                 optimizer.iteration_ends(self.t_)
+                if _call_callbacks(self.callbacks, self, self._epoch_info()):
+                    break
                 if self._no_improvement_count > self.n_iter_no_change:
                     if early_stopping:
                         msg = ("Validation score did not improve more than tol=%f for %d "
@@ -365,9 +440,42 @@ class BaseMultilayerPerceptron(BaseEstimator):
         if early_stopping:
             params[:] = self._best_params
 
+    def _epoch_info(self):
+        """What a callback sees after each epoch; the weights are read-only views."""
+        params = self._flat_params.view()
+        params.flags.writeable = False
+        coefs, intercepts = self._layout.views(params)
+        early = self.early_stopping
+        return {
+            "epoch": self.n_iter_,
+            "loss": self.loss_,
+            "validation_score": self.validation_scores_[-1] if early else None,
+            "validation_loss": self.validation_loss_curve_[-1] if early else None,
+            "learning_rate": self._optimizer.learning_rate,
+            "coefs": coefs,
+            "intercepts": intercepts,
+        }
+
+    def _validation_loss(self, X_val, Y_val, sw_val):
+        """Weighted mean loss of the held-out rows (no L2 term)."""
+        p = self._forward_pass_fast(X_val, check_input=False)
+        losses = _reference.sample_losses(p, Y_val.astype(p.dtype), self._net().loss)
+        return float(np.average(losses, weights=sw_val))
+
+    def _validation_score(self, X_val, y_val, sw_val):
+        if self.scoring is None:
+            return self._score(X_val, y_val, sample_weight=sw_val)
+        scorer = check_scoring(self, scoring=self.scoring)
+        with warnings.catch_warnings():
+            # the held-out rows are an array even when fit saw a DataFrame
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            if sw_val is None:
+                return scorer(self, X_val, y_val)
+            return scorer(self, X_val, y_val, sample_weight=sw_val)
+
     def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val):
         if early_stopping:
-            score = self._score(X_val, y_val, sample_weight=sw_val)
+            score = self._validation_score(X_val, y_val, sw_val)
             self.validation_scores_.append(score)
             if self.verbose:
                 print("Validation score: %f" % self.validation_scores_[-1])
@@ -435,8 +543,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
                           dtype=(np.float64, np.float32))
         X = X.astype(self._params().dtype, copy=False)
         Y = self._target_matrix(y, X.shape[0])
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
+        sample_weight = _validated_sample_weight(sample_weight, X)
         return X, Y, sample_weight
 
     def backprop_trace(self, X, y, sample_weight=None):
@@ -589,8 +696,12 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
         warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
         validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-        n_iter_no_change=10, max_fun=15000, backend="cython",
+        n_iter_no_change=10, max_fun=15000, backend="cython", class_weight=None,
+        scoring=None, callbacks=None,
     ):
+        self.class_weight = class_weight
+        self.scoring = scoring
+        self.callbacks = callbacks
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -616,6 +727,11 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         self.max_fun = max_fun
         self.backend = backend
 
+    _parameter_constraints: dict = {
+        **BaseMultilayerPerceptron._parameter_constraints,
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
+    }
+
     loss = "log_loss"
 
     def _validate_input(self, X, y, incremental, reset):
@@ -627,6 +743,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
+            _check_two_classes(self._label_binarizer)
         else:
             classes = unique_labels(y)
             if self.warm_start:
@@ -643,6 +760,21 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                 )
         y = self._label_binarizer.transform(y).astype(bool)
         return X, y
+
+    def _with_class_weight(self, y, sample_weight, incremental):
+        """sample_weight × class_weight[label] (per output, multiplied, for multilabel)."""
+        if self.class_weight is None:
+            return sample_weight
+        if incremental and isinstance(self.class_weight, str):
+            raise ValueError("class_weight 'balanced' is not supported for partial_fit: "
+                             "pass a dict of weights, or sample_weight.")
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            labels = y.astype(int)
+        else:
+            codes = y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int)
+            labels = self.classes_[codes]
+        weights = compute_sample_weight(self.class_weight, labels)
+        return weights if sample_weight is None else sample_weight * weights
 
     def _target_matrix(self, y, n_samples):
         y = np.asarray(y)
@@ -703,6 +835,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                 self._label_binarizer.fit(y)
             else:
                 self._label_binarizer.fit(classes)
+            _check_two_classes(self._label_binarizer)
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
     def predict_log_proba(self, X):
@@ -780,8 +913,10 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
         nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
         beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-        backend="cython",
+        backend="cython", scoring=None, callbacks=None,
     ):
+        self.scoring = scoring
+        self.callbacks = callbacks
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
