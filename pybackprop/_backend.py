@@ -20,6 +20,11 @@ _EMPTY_INTP = np.empty(0, dtype=np.intp)
 _CHUNK_VALUES = 1 << 22
 
 
+def typed(kernel, dtype):
+    """The float or double specialisation of a fused kernel, skipping per-call dispatch."""
+    return kernel["float" if dtype == np.float32 else "double"]
+
+
 class Net:
     def __init__(self, layout, hidden, output, loss, alpha):
         self.layout = layout
@@ -105,7 +110,7 @@ class CythonBackend:
         state_1, state_2 = opt.buffers
         rows = _EMPTY_INTP if rows is None else np.ascontiguousarray(rows, dtype=np.intp)
         nesterov = bool(getattr(opt, "nesterov", False))
-        total, opt.t = _kernels.run_epoch(
+        total, opt.t = typed(_kernels.run_epoch, params.dtype)(
             *self._args(), values, indices, indptr, Y, labels, sw, rows, n_rows,
             batch_size, params, self.grads, self.acts, self.deltas, self.xbuf,
             opt.kind, state_1, state_2, opt.learning_rate_init if opt.kind == 1 else opt.learning_rate,
@@ -116,7 +121,7 @@ class CythonBackend:
 
     def loss_grad(self, params, grads):
         values, indices, indptr, Y, labels, sw = self.data.for_kernels()
-        return _kernels.loss_grad(*self._args(), values, indices, indptr, Y, labels, sw,
+        return typed(_kernels.loss_grad, params.dtype)(*self._args(), values, indices, indptr, Y, labels, sw,
                                   self.data.n_samples, self.rows, params, grads,
                                   self.acts, self.deltas)
 
@@ -149,6 +154,6 @@ def predict(net, X, params, backend):
     out = np.empty((n, int(lay.units[-1])), dtype=params.dtype)
     values, indices, indptr = kernel_input(X, params.dtype)
     hidden, output, _ = net.codes()
-    _kernels.predict(lay.units, lay.coef_off, lay.inter_off, act_off, hidden, output,
+    typed(_kernels.predict, params.dtype)(lay.units, lay.coef_off, lay.inter_off, act_off, hidden, output,
                      values, indices, indptr, n, chunk, params, acts, out.reshape(-1))
     return out

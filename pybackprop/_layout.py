@@ -40,9 +40,12 @@ class Layout:
 
     def act_offsets(self, rows):
         """Offsets of each layer's (rows, units[l]) block, and the workspace length."""
-        widths = self.units[1:] * rows
-        off = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.intp)
-        return off, int(widths.sum())
+        cache = self.__dict__.setdefault("_act_cache", {})
+        if rows not in cache:
+            widths = self.units[1:] * rows
+            off = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.intp)
+            cache[rows] = (off, int(widths.sum()))
+        return cache[rows]
 
     def views(self, params):
         """coefs_ and intercepts_ as views into ``params``."""

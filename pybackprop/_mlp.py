@@ -135,6 +135,16 @@ class BaseMultilayerPerceptron(BaseEstimator):
     def _params(self):
         """The flat buffer behind coefs_ / intercepts_; repacked if the user replaced them."""
         params = getattr(self, "_flat_params", None)
+        views = getattr(self, "_views", None)
+        if (
+            params is not None
+            and views is not None
+            and len(self.coefs_) == len(views[0])
+            and len(self.intercepts_) == len(views[1])
+            and all(a is b for a, b in zip(self.coefs_, views[0]))
+            and all(a is b for a, b in zip(self.intercepts_, views[1]))
+        ):
+            return params  # the very views this buffer handed out
         if params is None or not self._layout.is_view_of(params, self.coefs_, self.intercepts_):
             dtype = np.result_type(*self.coefs_, *self.intercepts_)
             if dtype not in (np.float32, np.float64):
@@ -149,6 +159,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         coefs, intercepts = self._layout.views(params)
         self.coefs_ = coefs
         self.intercepts_ = intercepts
+        self._views = (tuple(coefs), tuple(intercepts))
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -159,6 +170,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
             state = dict(state)
             state.pop("coefs_")
             state.pop("intercepts_")
+            state.pop("_views", None)
         return state
 
     def __setstate__(self, state):
@@ -524,9 +536,31 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
     # ---- prediction --------------------------------------------------------------
 
+    def _is_plain_input(self, X):
+        """True for the common case that needs no conversion: a finite, non-empty 2-D
+        float ndarray of the fitted width, from a model fitted without feature names.
+        It skips ``validate_data``, whose overhead dominates a one-row predict; anything
+        else takes the full validation (and its error messages)."""
+        if (
+            type(X) is not np.ndarray
+            or X.ndim != 2
+            or X.dtype not in (np.float64, np.float32)
+            or X.shape[0] == 0
+            or hasattr(self, "feature_names_in_")
+        ):
+            return False
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {self.__class__.__name__} is "
+                f"expecting {self.n_features_in_} features as input."
+            )
+        # one sum instead of an n × d mask; a non-finite (or overflowing) sum sends X
+        # through the full check, which names the problem
+        return bool(np.isfinite(np.add.reduce(X, axis=None)))
+
     def _forward_pass_fast(self, X, check_input=True):
         """Output-layer activations for the rows of X."""
-        if check_input:
+        if check_input and not self._is_plain_input(X):
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
                               dtype=(np.float64, np.float32))
         params = self._params()
@@ -800,7 +834,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         y : ndarray of shape (n_samples,) or (n_samples, n_classes)
             The predicted classes.
         """
-        check_is_fitted(self)
+        if "coefs_" not in self.__dict__:
+            check_is_fitted(self)
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
@@ -854,7 +889,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         -------
         y_prob : ndarray of shape (n_samples, n_classes)
         """
-        check_is_fitted(self)
+        if "coefs_" not in self.__dict__:
+            check_is_fitted(self)
         y_pred = self._forward_pass_fast(X)
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
@@ -962,7 +998,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
         """
-        check_is_fitted(self)
+        if "coefs_" not in self.__dict__:
+            check_is_fitted(self)
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
