@@ -1,13 +1,16 @@
 # cython: language_level=3
 """Elementwise activations and their derivatives, in place on contiguous blocks.
 
-Design: every derivative is written in terms of the activation's *output*
-``h = f(z)`` (``σ' = h (1 - h)``, ``tanh' = 1 - h²``, ``relu' = [h > 0]``), so the
-backward pass needs no copy of ``z``. Codes are shared with ``pybackprop/_layout.py``.
+Design: where the derivative is a function of the activation's *output* ``h = f(z)``
+(``σ' = h (1 - h)``, ``tanh' = 1 - h²``, ``relu' = [h > 0]``, ``softplus' = 1 - e^-h``,
+``elu' = h + 1`` below 0), the backward pass reads ``h`` and needs no copy of ``z``.
+GELU and SiLU are not invertible that way: their layers keep ``z`` (see
+``NEEDS_Z``). Codes are shared with ``pybackprop/_layout.py``.
 """
 
 from cython cimport floating
-from libc.math cimport exp, expf, tanh, tanhf, log, logf
+from libc.math cimport (exp, expf, expm1, expm1f, log, logf, log1p, log1pf, tanh, tanhf,
+                        erf, erff, sqrt, fabs)
 
 cdef enum:
     IDENTITY = 0
@@ -16,6 +19,26 @@ cdef enum:
     RELU = 3
     EXP = 4        # output only: Poisson regression
     SOFTMAX = 5    # output only: multiclass classification
+    LEAKY_RELU = 6
+    ELU = 7
+    GELU = 8
+    SOFTPLUS = 9
+    SILU = 10
+
+cdef extern from *:
+    """
+    #define PB_LEAKY_SLOPE 0.01
+    #define PB_INV_SQRT2 0.70710678118654752440
+    #define PB_INV_SQRT_2PI 0.39894228040143267794
+    """
+    const double LEAKY_SLOPE "PB_LEAKY_SLOPE"      # leaky_relu's slope below 0
+    const double INV_SQRT2 "PB_INV_SQRT2"          # 1 / √2
+    const double INV_SQRT_2PI "PB_INV_SQRT_2PI"    # 1 / √(2π)
+
+
+cdef inline bint needs_z(int kind) noexcept nogil:
+    """The derivative of this activation needs z itself, not only h = f(z)."""
+    return kind == GELU or kind == SILU
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
@@ -23,6 +46,20 @@ cdef inline floating _exp(floating x) noexcept nogil:
         return expf(x)
     else:
         return exp(x)
+
+
+cdef inline floating _expm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
 
 
 cdef inline floating _log(floating x) noexcept nogil:
@@ -39,13 +76,25 @@ cdef inline floating _tanh(floating x) noexcept nogil:
         return tanh(x)
 
 
+cdef inline floating _erf(floating x) noexcept nogil:
+    if floating is float:
+        return erff(x)
+    else:
+        return erf(x)
+
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    # 1 / (1 + e^-x): e^-x overflows to inf for very negative x and gives 0, as wanted
+    return 1 / (1 + _exp(-x))
+
+
 cdef inline void activate(int kind, floating* z, Py_ssize_t n) noexcept nogil:
     """z := f(z) elementwise over n contiguous values (not softmax)."""
     cdef Py_ssize_t i
+    cdef floating x
     if kind == LOGISTIC:
         for i in range(n):
-            # 1 / (1 + e^-z): e^-z overflows to inf for z < -745 and gives 0, as wanted
-            z[i] = 1 / (1 + _exp(-z[i]))
+            z[i] = _sigmoid(z[i])
     elif kind == TANH:
         for i in range(n):
             z[i] = _tanh(z[i])
@@ -57,6 +106,25 @@ cdef inline void activate(int kind, floating* z, Py_ssize_t n) noexcept nogil:
     elif kind == EXP:
         for i in range(n):
             z[i] = _exp(z[i])
+    elif kind == LEAKY_RELU:
+        for i in range(n):
+            z[i] = <floating> LEAKY_SLOPE * z[i] if z[i] < 0 else z[i]
+    elif kind == ELU:
+        for i in range(n):
+            z[i] = _expm1(z[i]) if z[i] < 0 else z[i]
+    elif kind == GELU:
+        for i in range(n):
+            # z Φ(z), with the exact normal CDF Φ(z) = (1 + erf(z / √2)) / 2
+            x = z[i]
+            z[i] = <floating> 0.5 * x * (1 + _erf(x * <floating> INV_SQRT2))
+    elif kind == SOFTPLUS:
+        for i in range(n):
+            # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for large |z|
+            x = z[i]
+            z[i] = (x if x > 0 else 0) + _log1p(_exp(-fabs(x)))
+    elif kind == SILU:
+        for i in range(n):
+            z[i] = z[i] * _sigmoid(z[i])
 
 
 cdef inline void softmax_rows(floating* z, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
@@ -78,10 +146,11 @@ cdef inline void softmax_rows(floating* z, Py_ssize_t rows, Py_ssize_t cols) noe
             row[j] = row[j] / total
 
 
-cdef inline void multiply_derivative(int kind, const floating* h, floating* d,
-                                     Py_ssize_t n) noexcept nogil:
-    """d := d ⊙ f'(z), with f'(z) written through h = f(z)."""
+cdef inline void multiply_derivative(int kind, const floating* h, const floating* z,
+                                     floating* d, Py_ssize_t n) noexcept nogil:
+    """d := d ⊙ f'(z), with f'(z) written through h = f(z) (or z for GELU / SiLU)."""
     cdef Py_ssize_t i
+    cdef floating s, x
     if kind == LOGISTIC:
         for i in range(n):
             d[i] = d[i] * h[i] * (1 - h[i])
@@ -91,3 +160,25 @@ cdef inline void multiply_derivative(int kind, const floating* h, floating* d,
     elif kind == RELU:
         for i in range(n):
             d[i] = d[i] if h[i] > 0 else 0
+    elif kind == LEAKY_RELU:
+        for i in range(n):
+            d[i] = d[i] if h[i] > 0 else <floating> LEAKY_SLOPE * d[i]
+    elif kind == ELU:
+        for i in range(n):
+            d[i] = d[i] if h[i] > 0 else d[i] * (h[i] + 1)
+    elif kind == SOFTPLUS:
+        for i in range(n):
+            # σ(z) = 1 - e^-h, since e^h = 1 + e^z
+            d[i] = d[i] * -_expm1(-h[i])
+    elif kind == GELU:
+        for i in range(n):
+            # Φ(z) + z φ(z)
+            x = z[i]
+            d[i] = d[i] * (<floating> 0.5 * (1 + _erf(x * <floating> INV_SQRT2))
+                           + x * <floating> INV_SQRT_2PI * _exp(<floating> -0.5 * x * x))
+    elif kind == SILU:
+        for i in range(n):
+            # σ(z) (1 + z (1 - σ(z)))
+            x = z[i]
+            s = _sigmoid(x)
+            d[i] = d[i] * (s * (1 + x * (1 - s)))

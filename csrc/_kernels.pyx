@@ -29,8 +29,8 @@ from libc.math cimport sqrt, pow, log, isfinite
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from _activations cimport (activate, softmax_rows, multiply_derivative, _log,
-                            IDENTITY, LOGISTIC, TANH, RELU, EXP, SOFTMAX)
+from _activations cimport (activate, softmax_rows, multiply_derivative, needs_z,
+                           IDENTITY, LOGISTIC, TANH, RELU, EXP, SOFTMAX)
 
 ctypedef Py_ssize_t intp
 
@@ -53,7 +53,9 @@ cdef struct Net:
     const intp* coef_off   # offset of W_l (units[l-1], units[l]) in params, l = 1..L
     const intp* inter_off  # offset of b_l in params
     const intp* act_off    # offset of layer l's (rows, units[l]) block in acts / deltas
-    int hidden             # activation code of the hidden layers
+    const int* hidden      # activation code of each hidden layer (L - 1)
+    const double* keep     # dropout keep-probability of each hidden layer, or NULL
+    unsigned long long* rng  # dropout's random stream (splitmix64 state)
     int output             # activation code of the output layer
     int loss               # loss code
     double alpha           # L2 strength
@@ -70,15 +72,20 @@ cdef struct Targets:
 
 cdef Net make_net(const intp[::1] units, const intp[::1] coef_off,
                   const intp[::1] inter_off, const intp[::1] act_off,
-                  int hidden, int output, int loss, double alpha,
-                  const int[::1] indices, const int[::1] indptr):
+                  const int[::1] hidden, int output, int loss, double alpha,
+                  const int[::1] indices, const int[::1] indptr) except *:
     cdef Net net
+    if hidden.shape[0] != units.shape[0] - 2 or coef_off.shape[0] != units.shape[0] - 1 \
+            or inter_off.shape[0] != units.shape[0] - 1 or act_off.shape[0] != units.shape[0] - 1:
+        raise ValueError("layer tables of inconsistent lengths")
     net.n_layers = units.shape[0] - 1
     net.units = &units[0]
     net.coef_off = &coef_off[0]
     net.inter_off = &inter_off[0]
     net.act_off = &act_off[0]
-    net.hidden = hidden
+    net.hidden = &hidden[0] if hidden.shape[0] > 0 else NULL
+    net.keep = NULL
+    net.rng = NULL
     net.output = output
     net.loss = loss
     net.alpha = alpha
@@ -95,6 +102,28 @@ cdef inline intp row_of(const Targets* tg, intp i) noexcept nogil:
     return tg.rows[tg.start + i]
 
 
+cdef inline double uniform(unsigned long long* state) noexcept nogil:
+    """Next draw in [0, 1) of splitmix64 (the NumPy reference draws the same stream)."""
+    cdef unsigned long long z
+    state[0] += 0x9E3779B97F4A7C15ULL
+    z = state[0]
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    z = z ^ (z >> 31)
+    return (z >> 11) * (1.0 / 9007199254740992.0)
+
+
+cdef inline void dropout(floating* h, floating* mask, intp n, double keep,
+                         unsigned long long* rng) noexcept nogil:
+    """Inverted dropout: each unit kept with probability ``keep`` and scaled by 1/keep,
+    so that prediction needs no change; the scale (0 or 1/keep) goes to ``mask``."""
+    cdef intp i
+    cdef floating scale = <floating> (1.0 / keep)
+    for i in range(n):
+        mask[i] = scale if uniform(rng) < keep else 0
+        h[i] = h[i] * mask[i]
+
+
 # ---------------------------------------------------------------------------
 # forward
 
@@ -103,10 +132,11 @@ cdef inline intp row_of(const Targets* tg, intp i) noexcept nogil:
 @cython.wraparound(False)
 cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                   const floating* params, floating* acts, floating* xbuf,
-                  floating* out, floating* zs) noexcept nogil:
+                  floating* out, floating* zs, floating* masks) noexcept nogil:
     """Fill every layer's block of ``acts`` for m rows; the output layer goes to
     ``out`` (pass the last block of ``acts`` to keep it there). When ``zs`` is not
-    NULL, each layer's z (before its activation) is kept there, laid out as ``acts``."""
+    NULL, each layer's z (before its activation) is kept there, laid out as ``acts``.
+    When ``masks`` is not NULL (training with dropout), hidden layers drop units."""
     cdef intp L = net.n_layers, d = net.units[0]
     cdef intp l, i, j, p, r, fan_in, fan_out
     cdef const floating* h_prev
@@ -153,7 +183,9 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
         if zs != NULL:
             memcpy(zs + net.act_off[l], z, m * fan_out * sizeof(floating))
         if l < L - 1:
-            activate(net.hidden, z, m * fan_out)
+            activate(net.hidden[l], z, m * fan_out)
+            if masks != NULL and net.keep[l] < 1:
+                dropout(z, masks + net.act_off[l], m * fan_out, net.keep[l], net.rng)
         elif net.output == SOFTMAX:
             softmax_rows(z, m, fan_out)
         else:
@@ -239,15 +271,21 @@ cdef double output_loss(const Net* net, const Targets* tg, intp m,
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
-                   const floating* params, const floating* acts, floating* deltas,
+                   const floating* params, floating* acts, floating* deltas,
                    const floating* xbuf, floating* grads, bint accumulate,
-                   floating* dhs) noexcept nogil:
+                   const floating* zs, const floating* masks, floating* dhs) noexcept nogil:
     """Unscaled sums ``h_{l-1}^T dz_l`` and ``colsum(dz_l)`` into grads (added to what
-    is there when ``accumulate``); dz_L must already be in its deltas block. When
-    ``dhs`` is not NULL, each hidden layer's dh (before ⊙ f') is kept there."""
+    is there when ``accumulate``); dz_L must already be in its deltas block. ``zs``
+    holds z where an activation's derivative needs it; ``masks`` the dropout scales
+    of a training batch (or NULL). When ``dhs`` is not NULL, each hidden layer's dh
+    (before ⊙ f') is kept there."""
     cdef intp L = net.n_layers, d = net.units[0]
-    cdef intp l, i, j, p, r, fan_in, fan_out
+    cdef intp l, i, j, p, r, fan_in, fan_out, n
     cdef floating beta = 1.0 if accumulate else 0.0
+    cdef floating keep
+    cdef floating* h
+    cdef floating* dh
+    cdef const floating* mask
     cdef const floating* h_prev
     cdef const floating* dz
     cdef const floating* dz_row
@@ -295,11 +333,21 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
             gemm(False, True, <int> m, <int> fan_in, <int> fan_out, <floating> 1.0,
                  dz, <int> fan_out, params + net.coef_off[l], <int> fan_out,
                  <floating> 0.0, deltas + net.act_off[l - 1], <int> fan_in)
+            n = m * fan_in
+            h = acts + net.act_off[l - 1]
+            dh = deltas + net.act_off[l - 1]
             if dhs != NULL:
-                memcpy(dhs + net.act_off[l - 1], deltas + net.act_off[l - 1],
-                       m * fan_in * sizeof(floating))
-            multiply_derivative(net.hidden, acts + net.act_off[l - 1],
-                                deltas + net.act_off[l - 1], m * fan_in)
+                memcpy(dhs + net.act_off[l - 1], dh, n * sizeof(floating))
+            if masks != NULL and net.keep[l - 1] < 1:
+                # through the dropout: dh ⊙ mask; h (no longer needed for dW) back to
+                # f(z) on the kept units, for the derivative
+                mask = masks + net.act_off[l - 1]
+                keep = <floating> net.keep[l - 1]
+                for i in range(n):
+                    dh[i] = dh[i] * mask[i]
+                    h[i] = h[i] * keep
+            multiply_derivative(net.hidden[l - 1], h,
+                                zs + net.act_off[l - 1] if zs != NULL else NULL, dh, n)
 
 
 @cython.boundscheck(False)
@@ -366,15 +414,23 @@ cdef void adam_step(floating* params, const floating* grads, floating* m1, float
 # entry points (GIL held only to check arguments and for Ctrl-C)
 
 
+cdef inline floating* ptr_or_null(floating[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+cdef inline const floating* cptr_or_null(const floating[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef int _run_epoch(const Net* net, const floating* X, const floating* Y,
                     const floating* sw, Targets* tg, intp n_rows, intp batch_size,
                     floating* params, floating* grads, floating* acts, floating* deltas,
-                    floating* xbuf, intp n_params, int solver, floating* state_1,
-                    floating* state_2, double lr, double momentum, bint nesterov,
-                    double beta_1, double beta_2, double epsilon, intp* t,
-                    double* loss_total) except -1 nogil:
+                    floating* xbuf, floating* zs, floating* masks, intp n_params,
+                    int solver, floating* state_1, floating* state_2, double lr,
+                    double momentum, bint nesterov, double beta_1, double beta_2,
+                    double epsilon, intp* t, double* loss_total) except -1 nogil:
     cdef intp start, m, i, L = net.n_layers
     cdef double sw_sum, batch_loss, lr_t
     cdef floating* P = acts + net.act_off[L - 1]
@@ -382,7 +438,7 @@ cdef int _run_epoch(const Net* net, const floating* X, const floating* Y,
     while start < n_rows:
         m = min(batch_size, n_rows - start)
         tg.start = start
-        forward(net, X, tg, m, params, acts, xbuf, P, NULL)
+        forward(net, X, tg, m, params, acts, xbuf, P, zs, masks)
         batch_loss = output_loss(net, tg, m, P, Y, sw, deltas + net.act_off[L - 1])
         if sw != NULL:
             sw_sum = 0
@@ -390,7 +446,7 @@ cdef int _run_epoch(const Net* net, const floating* X, const floating* Y,
                 sw_sum += sw[row_of(tg, i)]
         else:
             sw_sum = m
-        backward(net, X, tg, m, params, acts, deltas, xbuf, grads, False, NULL)
+        backward(net, X, tg, m, params, acts, deltas, xbuf, grads, False, zs, masks, NULL)
         batch_loss = finish_gradient(net, params, grads, batch_loss, sw_sum)
         loss_total[0] += batch_loss * m
         if solver == SGD:
@@ -408,44 +464,54 @@ cdef int _run_epoch(const Net* net, const floating* X, const floating* Y,
 
 
 def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,
-              const intp[::1] act_off, int hidden, int output, int loss, double alpha,
-              const floating[::1] X, const int[::1] indices, const int[::1] indptr,
-              const floating[::1] Y, const intp[::1] labels, const floating[::1] sw,
-              const intp[::1] rows, intp n_rows, intp batch_size,
+              const intp[::1] act_off, const int[::1] hidden, int output, int loss,
+              double alpha, const floating[::1] X, const int[::1] indices,
+              const int[::1] indptr, const floating[::1] Y, const intp[::1] labels,
+              const floating[::1] sw, const intp[::1] rows, intp n_rows, intp batch_size,
               floating[::1] params, floating[::1] grads, floating[::1] acts,
-              floating[::1] deltas, floating[::1] xbuf,
+              floating[::1] deltas, floating[::1] xbuf, floating[::1] zs,
+              const double[::1] keep, unsigned long long seed, floating[::1] masks,
               int solver, floating[::1] state_1, floating[::1] state_2,
               double lr, double momentum, bint nesterov,
               double beta_1, double beta_2, double epsilon, intp t):
     """One epoch of minibatch updates over ``rows`` (or rows 0..n_rows-1 when empty).
 
-    Returns ``(sum over batches of batch_loss * batch_rows, t)`` where ``t`` counts Adam
-    steps. Raises KeyboardInterrupt between batches on Ctrl-C, with the parameters of
-    the batches already done applied. Shapes are checked by the caller.
+    ``zs`` (z of every layer) is needed when an activation's derivative reads z;
+    ``keep`` (one keep-probability per hidden layer), ``seed`` and ``masks`` turn on
+    dropout; pass empty arrays otherwise. Returns ``(sum over batches of
+    batch_loss * batch_rows, t)`` where ``t`` counts Adam steps. Raises
+    KeyboardInterrupt between batches on Ctrl-C, with the parameters of the batches
+    already done applied. Shapes are checked by the caller.
     """
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
                             alpha, indices, indptr)
     cdef Targets tg
     cdef double total = 0
+    cdef unsigned long long rng = seed
+    cdef floating* mask_ptr = NULL
+    if keep.shape[0] > 0:
+        net.keep = &keep[0]
+        net.rng = &rng
+        mask_ptr = &masks[0]
     tg.rows = &rows[0] if rows.shape[0] > 0 else NULL
     tg.start = 0
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
     with nogil:
-        _run_epoch(&net, &X[0], &Y[0] if Y.shape[0] > 0 else NULL,
-                   &sw[0] if sw.shape[0] > 0 else NULL, &tg, n_rows, batch_size,
-                   &params[0], &grads[0], &acts[0], &deltas[0],
-                   &xbuf[0] if xbuf.shape[0] > 0 else NULL, params.shape[0], solver,
-                   &state_1[0], &state_2[0] if state_2.shape[0] > 0 else NULL,
+        _run_epoch(&net, &X[0], cptr_or_null(Y), cptr_or_null(sw), &tg, n_rows, batch_size,
+                   &params[0], &grads[0], &acts[0], &deltas[0], ptr_or_null(xbuf),
+                   ptr_or_null(zs), mask_ptr, params.shape[0], solver,
+                   &state_1[0], ptr_or_null(state_2),
                    lr, momentum, nesterov, beta_1, beta_2, epsilon, &t, &total)
     return total, t
 
 
 def loss_grad(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,
-              const intp[::1] act_off, int hidden, int output, int loss, double alpha,
-              const floating[::1] X, const int[::1] indices, const int[::1] indptr,
-              const floating[::1] Y, const intp[::1] labels, const floating[::1] sw,
-              intp n_rows, intp chunk, const floating[::1] params, floating[::1] grads,
-              floating[::1] acts, floating[::1] deltas):
+              const intp[::1] act_off, const int[::1] hidden, int output, int loss,
+              double alpha, const floating[::1] X, const int[::1] indices,
+              const int[::1] indptr, const floating[::1] Y, const intp[::1] labels,
+              const floating[::1] sw, intp n_rows, intp chunk, const floating[::1] params,
+              floating[::1] grads, floating[::1] acts, floating[::1] deltas,
+              floating[::1] zs):
     """Loss and gradient over rows 0..n_rows-1, processed ``chunk`` rows at a time
     (the full-batch objective L-BFGS minimises). The gradient goes to ``grads``."""
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
@@ -453,8 +519,9 @@ def loss_grad(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     cdef Targets tg
     cdef intp start, m, i, L = net.n_layers
     cdef double loss_sum = 0, sw_sum = 0, result
-    cdef const floating* Yp = &Y[0] if Y.shape[0] > 0 else NULL
-    cdef const floating* swp = &sw[0] if sw.shape[0] > 0 else NULL
+    cdef const floating* Yp = cptr_or_null(Y)
+    cdef const floating* swp = cptr_or_null(sw)
+    cdef floating* zp = ptr_or_null(zs)
     cdef floating* P
     tg.rows = NULL
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
@@ -464,10 +531,10 @@ def loss_grad(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
         while start < n_rows:
             m = min(chunk, n_rows - start)
             tg.start = start
-            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, P, NULL)
+            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, P, zp, NULL)
             loss_sum += output_loss(&net, &tg, m, P, Yp, swp, &deltas[0] + net.act_off[L - 1])
             backward(&net, &X[0], &tg, m, &params[0], &acts[0], &deltas[0], NULL,
-                     &grads[0], start > 0, NULL)
+                     &grads[0], start > 0, zp, NULL, NULL)
             start += chunk
         if swp != NULL:
             for i in range(n_rows):
@@ -479,7 +546,7 @@ def loss_grad(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
 
 
 def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,
-            const intp[::1] act_off, int hidden, int output,
+            const intp[::1] act_off, const int[::1] hidden, int output,
             const floating[::1] X, const int[::1] indices, const int[::1] indptr,
             intp n_rows, intp chunk, const floating[::1] params, floating[::1] acts,
             floating[::1] out):
@@ -495,16 +562,18 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
         while start < n_rows:
             m = min(chunk, n_rows - start)
             tg.start = start
-            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, &out[0] + start * k, NULL)
+            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, &out[0] + start * k,
+                    NULL, NULL)
             start += chunk
 
 
 def trace(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,
-          const intp[::1] act_off, int hidden, int output, int loss, double alpha,
-          const floating[::1] X, const int[::1] indices, const int[::1] indptr,
-          const floating[::1] Y, const intp[::1] labels, const floating[::1] sw,
-          intp n_rows, const floating[::1] params, floating[::1] grads,
-          floating[::1] zs, floating[::1] acts, floating[::1] dhs, floating[::1] deltas):
+          const intp[::1] act_off, const int[::1] hidden, int output, int loss,
+          double alpha, const floating[::1] X, const int[::1] indices,
+          const int[::1] indptr, const floating[::1] Y, const intp[::1] labels,
+          const floating[::1] sw, intp n_rows, const floating[::1] params,
+          floating[::1] grads, floating[::1] zs, floating[::1] acts, floating[::1] dhs,
+          floating[::1] deltas):
     """One batch of rows 0..n_rows-1 with every intermediate kept: z and h of each
     layer, dh of each hidden layer, the (unscaled) dz of each layer, and the finished
     gradient. Returns ``(loss, S)``; dz / S is the derivative of the loss."""
@@ -513,17 +582,17 @@ def trace(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter
     cdef Targets tg
     cdef intp i, L = net.n_layers
     cdef double loss_sum, sw_sum = 0, result
-    cdef const floating* swp = &sw[0] if sw.shape[0] > 0 else NULL
+    cdef const floating* swp = cptr_or_null(sw)
     cdef floating* P = &acts[0] + net.act_off[L - 1]
     tg.rows = NULL
     tg.start = 0
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
     with nogil:
-        forward(&net, &X[0], &tg, n_rows, &params[0], &acts[0], NULL, P, &zs[0])
-        loss_sum = output_loss(&net, &tg, n_rows, P, &Y[0] if Y.shape[0] > 0 else NULL,
-                               swp, &deltas[0] + net.act_off[L - 1])
+        forward(&net, &X[0], &tg, n_rows, &params[0], &acts[0], NULL, P, &zs[0], NULL)
+        loss_sum = output_loss(&net, &tg, n_rows, P, cptr_or_null(Y), swp,
+                               &deltas[0] + net.act_off[L - 1])
         backward(&net, &X[0], &tg, n_rows, &params[0], &acts[0], &deltas[0], NULL,
-                 &grads[0], False, &dhs[0])
+                 &grads[0], False, &zs[0], NULL, &dhs[0])
         if swp != NULL:
             for i in range(n_rows):
                 sw_sum += swp[i]

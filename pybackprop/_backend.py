@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kernels, _reference
-from ._layout import ACTIVATION_CODES, LOSS_CODES
+from ._layout import ACTIVATION_CODES, LOSS_CODES, NEEDS_Z
 
 _EMPTY_INT = np.empty(0, dtype=np.intc)
 _EMPTY_INTP = np.empty(0, dtype=np.intp)
@@ -25,18 +25,36 @@ def typed(kernel, dtype):
     return kernel["float" if dtype == np.float32 else "double"]
 
 
+_EMPTY_DOUBLE = np.empty(0, dtype=np.float64)
+
+
 class Net:
-    def __init__(self, layout, hidden, output, loss, alpha):
+    """What the network computes: layer sizes, one activation name per hidden layer,
+    the output activation, the loss, the L2 strength, and the dropout rate of each
+    hidden layer (all zero: no dropout)."""
+
+    def __init__(self, layout, hidden, output, loss, alpha, dropout=None):
         self.layout = layout
-        self.hidden = hidden
+        n_hidden = layout.n_layers - 1
+        self.hidden = [hidden] * n_hidden if isinstance(hidden, str) else list(hidden)
         self.output = output
         self.loss = loss
         self.alpha = float(alpha)
+        rates = np.zeros(n_hidden) if dropout is None else np.broadcast_to(
+            np.asarray(dropout, dtype=np.float64), (n_hidden,))
+        self.dropout = np.array(rates, dtype=np.float64)
+        self.needs_z = any(name in NEEDS_Z for name in self.hidden)
 
     def codes(self):
-        lay = self.layout
-        return (ACTIVATION_CODES[self.hidden], ACTIVATION_CODES[self.output],
-                LOSS_CODES[self.loss])
+        hidden = np.array([ACTIVATION_CODES[h] for h in self.hidden], dtype=np.intc)
+        return hidden, ACTIVATION_CODES[self.output], LOSS_CODES[self.loss]
+
+    @property
+    def keep(self):
+        """Keep-probabilities for the kernels; empty when nothing is dropped."""
+        if not self.dropout.any():
+            return _EMPTY_DOUBLE
+        return np.ascontiguousarray(1.0 - self.dropout)
 
     def chunk_rows(self, n_rows):
         return int(max(1, min(n_rows, _CHUNK_VALUES // int(self.layout.units[1:].sum()))))
@@ -98,6 +116,9 @@ class CythonBackend:
         dense = not sp.issparse(data.X)
         self.xbuf = np.empty(batch_rows * int(lay.units[0]) if dense else 0, dtype=data.dtype)
         self.grads = np.empty(lay.n_params, dtype=data.dtype)
+        empty = np.empty(0, dtype=data.dtype)
+        self.zs = np.empty(max(size, 1), dtype=data.dtype) if net.needs_z else empty
+        self.masks = np.empty(max(size, 1), dtype=data.dtype) if net.keep.size else empty
 
     def _args(self):
         lay = self.net.layout
@@ -105,15 +126,15 @@ class CythonBackend:
         return (lay.units, lay.coef_off, lay.inter_off, self.act_off, hidden, output,
                 loss, self.net.alpha)
 
-    def run_epoch(self, params, rows, n_rows, batch_size, opt):
+    def run_epoch(self, params, rows, n_rows, batch_size, opt, seed=0):
         values, indices, indptr, Y, labels, sw = self.data.for_kernels()
         state_1, state_2 = opt.buffers
         rows = _EMPTY_INTP if rows is None else np.ascontiguousarray(rows, dtype=np.intp)
         nesterov = bool(getattr(opt, "nesterov", False))
         total, opt.t = typed(_kernels.run_epoch, params.dtype)(
             *self._args(), values, indices, indptr, Y, labels, sw, rows, n_rows,
-            batch_size, params, self.grads, self.acts, self.deltas, self.xbuf,
-            opt.kind, state_1, state_2, opt.learning_rate_init if opt.kind == 1 else opt.learning_rate,
+            batch_size, params, self.grads, self.acts, self.deltas, self.xbuf, self.zs,
+            self.net.keep, seed, self.masks, opt.kind, state_1, state_2, opt.learning_rate_init if opt.kind == 1 else opt.learning_rate,
             getattr(opt, "momentum", 0.0), nesterov, getattr(opt, "beta_1", 0.0),
             getattr(opt, "beta_2", 0.0), getattr(opt, "epsilon", 0.0), opt.t,
         )
@@ -123,7 +144,7 @@ class CythonBackend:
         values, indices, indptr, Y, labels, sw = self.data.for_kernels()
         return typed(_kernels.loss_grad, params.dtype)(*self._args(), values, indices, indptr, Y, labels, sw,
                                   self.data.n_samples, self.rows, params, grads,
-                                  self.acts, self.deltas)
+                                  self.acts, self.deltas, self.zs)
 
 
 class NumpyBackend:
@@ -131,8 +152,9 @@ class NumpyBackend:
         self.net = net
         self.data = data
 
-    def run_epoch(self, params, rows, n_rows, batch_size, opt):
-        return _reference.run_epoch(self.net, self.data, params, rows, n_rows, batch_size, opt)
+    def run_epoch(self, params, rows, n_rows, batch_size, opt, seed=0):
+        return _reference.run_epoch(self.net, self.data, params, rows, n_rows, batch_size,
+                                    opt, seed)
 
     def loss_grad(self, params, grads):
         return _reference.loss_grad(self.net, self.data, params, grads)

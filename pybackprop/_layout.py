@@ -16,7 +16,16 @@ ACTIVATION_CODES = {
     "relu": 3,
     "exp": 4,
     "softmax": 5,
+    "leaky_relu": 6,
+    "elu": 7,
+    "gelu": 8,
+    "softplus": 9,
+    "silu": 10,
 }
+HIDDEN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu",
+                      "softplus", "silu")
+# activations whose derivative needs z itself, not only h = f(z)
+NEEDS_Z = ("gelu", "silu")
 # loss codes (csrc/_kernels.pyx); "log_loss" with a logistic output is binary
 LOSS_CODES = {"squared_error": 0, "poisson": 1, "log_loss": 2, "binary_log_loss": 3}
 

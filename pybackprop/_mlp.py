@@ -35,7 +35,7 @@ from sklearn.utils.validation import (
 
 from . import _backend, _reference
 from ._backend import BACKENDS, Data, Net
-from ._layout import Layout
+from ._layout import HIDDEN_ACTIVATIONS, Layout
 from ._optim import AdamState, SGDState
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
@@ -97,7 +97,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "activation": [StrOptions(set(HIDDEN_ACTIVATIONS)), list, tuple],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
@@ -121,16 +121,49 @@ class BaseMultilayerPerceptron(BaseEstimator):
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "backend": [StrOptions({"cython", "numpy"})],
         "scoring": [None, str, callable],
+        "dropout": [Interval(Real, 0, 1, closed="left"), list, tuple],
         "callbacks": [None, list, tuple, callable],
     }
 
     # ---- the network as the kernels see it --------------------------------------
 
-    def _net(self):
+    def _hidden_activations(self, n_hidden):
+        """One activation name per hidden layer, checked."""
+        if isinstance(self.activation, str):
+            return [self.activation] * n_hidden
+        names = list(self.activation)
+        if len(names) != n_hidden or not all(
+            isinstance(a, str) and a in HIDDEN_ACTIVATIONS for a in names
+        ):
+            raise ValueError(
+                f"activation must be one of {sorted(HIDDEN_ACTIVATIONS)} or a sequence of "
+                f"them, one per hidden layer ({n_hidden}); got {self.activation!r}."
+            )
+        return names
+
+    def _dropout_rates(self, n_hidden):
+        """One dropout rate per hidden layer, checked; all zero means no dropout."""
+        rates = self.dropout
+        if isinstance(rates, Real):
+            rates = [rates] * n_hidden
+        rates = list(rates)
+        if len(rates) != n_hidden or not all(
+            isinstance(r, Real) and not isinstance(r, bool) and 0 <= r < 1 for r in rates
+        ):
+            raise ValueError(
+                "dropout must be a rate in [0, 1) or a sequence of them, one per hidden "
+                f"layer ({n_hidden}); got {self.dropout!r}."
+            )
+        return np.array(rates, dtype=np.float64)
+
+    def _net(self, training=False):
         loss = self.loss
         if loss == "log_loss" and self.out_activation_ == "logistic":
             loss = "binary_log_loss"
-        return Net(self._layout, self.activation, self.out_activation_, loss, self.alpha)
+        n_hidden = self._layout.n_layers - 1
+        dropout = self._dropout_rates(n_hidden) if training else None
+        return Net(self._layout, self._hidden_activations(n_hidden), self.out_activation_,
+                   loss, self.alpha, dropout)
 
     def _params(self):
         """The flat buffer behind coefs_ / intercepts_; repacked if the user replaced them."""
@@ -180,9 +213,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
     # ---- fitting -----------------------------------------------------------------
 
-    def _init_coef(self, fan_in, fan_out, dtype, random_state):
+    def _init_coef(self, fan_in, fan_out, dtype, random_state, activation):
         # Glorot uniform; scikit-learn's draws in scikit-learn's order
-        factor = 2.0 if self.activation == "logistic" else 6.0
+        factor = 2.0 if activation == "logistic" else 6.0
         bound = np.sqrt(factor / (fan_in + fan_out))
         coef = random_state.uniform(-bound, bound, (fan_in, fan_out))
         intercept = random_state.uniform(-bound, bound, fan_out)
@@ -202,9 +235,13 @@ class BaseMultilayerPerceptron(BaseEstimator):
         self._layout = Layout(layer_units)
         params = np.empty(self._layout.n_params, dtype=dtype)
         coefs, intercepts = self._layout.views(params)
+        hidden = self._hidden_activations(self.n_layers_ - 2)
         for i in range(self.n_layers_ - 1):
+            # a layer's scale follows the activation it feeds (the output layer: the
+            # last hidden one's), which with one activation name is scikit-learn's rule
+            activation = hidden[min(i, len(hidden) - 1)] if hidden else self.activation
             coefs[i][...], intercepts[i][...] = self._init_coef(
-                layer_units[i], layer_units[i + 1], dtype, random_state
+                layer_units[i], layer_units[i + 1], dtype, random_state, activation
             )
         self._set_params_buffer(params)
         self._best_params = params.copy()
@@ -245,6 +282,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
         hidden_layer_sizes = [int(h) for h in hidden_layer_sizes]
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        self._hidden_activations(len(hidden_layer_sizes))
+        if self._dropout_rates(len(hidden_layer_sizes)).any() and self.solver == "lbfgs":
+            raise ValueError("dropout needs a stochastic solver ('sgd' or 'adam'): it makes "
+                             "the loss random, which L-BFGS cannot minimise.")
 
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
@@ -402,9 +443,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 )
             batch_size = int(np.clip(self.batch_size, 1, n_train))
 
-        net = self._net()
+        net = self._net(training=True)
         data = self._make_data(X, y, sample_weight)
         backend = BACKENDS[self.backend](net, data, batch_size)
+        dropout = bool(net.dropout.any())
         sample_idx = np.arange(n_train, dtype=int)
         try:
             self.n_iter_ = 0
@@ -414,7 +456,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
                     rows = sample_idx if train_idx is None else train_idx[sample_idx]
                 else:
                     rows = train_idx
-                total = backend.run_epoch(params, rows, n_train, batch_size, optimizer)
+                # dropout's stream is seeded from random_state each epoch; without
+                # dropout no draw is taken, so the stream stays scikit-learn's
+                seed = int(random_state.randint(np.iinfo(np.int64).max)) if dropout else 0
+                total = backend.run_epoch(params, rows, n_train, batch_size, optimizer, seed)
                 self.n_iter_ += 1
                 self.loss_ = total / n_train
                 self.t_ += n_train
@@ -614,8 +659,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
 _COMMON_PARAMS_DOC = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         The ith element is the number of neurons in the ith hidden layer.
-    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
-        Activation of the hidden layers.
+    activation : str or sequence of str, default='relu'
+        Activation of the hidden layers: 'identity', 'logistic', 'tanh', 'relu' (as
+        scikit-learn), or 'leaky_relu' (slope 0.01), 'elu', 'gelu' (exact, with erf),
+        'softplus', 'silu'; or one name per hidden layer.
     solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
         The weight optimizer.
     alpha : float, default=0.0001
@@ -660,6 +707,18 @@ _COMMON_PARAMS_DOC = """
     backend : {'cython', 'numpy'}, default='cython'
         Where the arithmetic runs: the compiled kernels, or the readable NumPy
         reference (same algorithm, same results to rounding).
+    scoring : str, callable or None, default=None
+        What early stopping watches on the held-out rows: None for the estimator's
+        ``score`` (accuracy, R²), or any scikit-learn scorer name or callable.
+    callbacks : callable, list of callables or None, default=None
+        Called as ``callback(estimator, info)`` after each epoch (each L-BFGS
+        iteration) with ``info`` holding ``epoch, loss, validation_score,
+        validation_loss, learning_rate`` and read-only views ``coefs, intercepts``.
+        A callback returning True stops training.
+    dropout : float or sequence of float, default=0.0
+        Share of each hidden layer's units dropped at random in every training batch
+        (one rate, or one per hidden layer), with inverted scaling so that prediction
+        needs no change. Drawn from ``random_state``. Stochastic solvers only.
 """
 
 _COMMON_ATTRS_DOC = """
@@ -671,6 +730,9 @@ _COMMON_ATTRS_DOC = """
         Training loss after each epoch (stochastic solvers).
     validation_scores_ : list of float or None
         Held-out score after each epoch (with ``early_stopping=True``).
+    validation_loss_curve_ : list of float
+        Held-out loss (weighted mean, no L2 term) after each epoch (with
+        ``early_stopping=True``).
     best_validation_score_ : float or None
         Best held-out score (with ``early_stopping=True``).
     t_ : int
@@ -707,6 +769,10 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     ----------"""
         + _COMMON_PARAMS_DOC
         + """
+    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Weights of the classes, multiplied into ``sample_weight`` as in scikit-learn's
+        other classifiers; 'balanced' uses ``n_samples / (n_classes * bincount(y))``.
+
     Attributes
     ----------
     classes_ : ndarray or list of ndarray
@@ -731,9 +797,10 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
         validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
         n_iter_no_change=10, max_fun=15000, backend="cython", class_weight=None,
-        scoring=None, callbacks=None,
+        scoring=None, callbacks=None, dropout=0.0,
     ):
         self.class_weight = class_weight
+        self.dropout = dropout
         self.scoring = scoring
         self.callbacks = callbacks
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -949,8 +1016,9 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
         nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
         beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-        backend="cython", scoring=None, callbacks=None,
+        backend="cython", scoring=None, callbacks=None, dropout=0.0,
     ):
+        self.dropout = dropout
         self.scoring = scoring
         self.callbacks = callbacks
         self.loss = loss

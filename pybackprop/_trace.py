@@ -125,7 +125,8 @@ def gradient_check(est, X, y, sample_weight=None, *, eps=1e-3, max_params=2000,
     The loss is the solver's objective on (X, y) with the estimator's current weights
     (L2 term and sample weights included) and the gradient is its backend's. The
     derivative along each parameter is the fourth-order central difference
-    ``(−L(θ+2ε) + 8 L(θ+ε) − 8 L(θ−ε) + L(θ−2ε)) / 12ε``. With relu hidden layers a
+    ``(−L(θ+2ε) + 8 L(θ+ε) − 8 L(θ−ε) + L(θ−2ε)) / 12ε``. With relu, leaky_relu or elu
+    layers (a jump in f′ or f″ at 0) a
     coordinate whose steps would flip some unit across its kink is retried with a 100
     and a 10⁴ times smaller ε, and left out if even that flips one. At most ``max_params``
     coordinates, drawn with ``random_state``, are checked. Run it in float64: float32
@@ -153,7 +154,7 @@ def gradient_check(est, X, y, sample_weight=None, *, eps=1e-3, max_params=2000,
 
     def relu_pattern():
         coefs, intercepts = net.layout.views(params)
-        hs = _reference.feed_forward(coefs, intercepts, X, "relu", net.output)[1:-1]
+        hs = _reference.feed_forward(coefs, intercepts, X, net.hidden, net.output)[1:-1]
         return [h > 0 for h in hs]
 
     def crosses_kink(i, saved, step):
@@ -166,7 +167,8 @@ def gradient_check(est, X, y, sample_weight=None, *, eps=1e-3, max_params=2000,
         params[i] = saved
         return False
 
-    base_pattern = relu_pattern() if net.hidden == "relu" else None
+    kinked = any(name in ("relu", "leaky_relu", "elu") for name in net.hidden)
+    base_pattern = relu_pattern() if kinked else None
     checked = []
     numeric = []
     for i in idx:
