@@ -4,6 +4,7 @@ with the face of scikit-learn's MLPClassifier and MLPRegressor."""
 __version__ = "0.1.0"
 
 from ._mlp import MLPClassifier, MLPRegressor
+from ._progress import ProgressBar
 from ._trace import BackpropTrace, LayerTrace, gradient_check
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "LayerTrace",
     "MLPClassifier",
     "MLPRegressor",
+    "ProgressBar",
     "__version__",
     "gradient_check",
 ]

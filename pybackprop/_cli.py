@@ -15,14 +15,14 @@ def _demo(args):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
 
-    from . import MLPClassifier
+    from . import MLPClassifier, ProgressBar
 
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(
         X / 16.0, y, test_size=0.25, random_state=0, stratify=y
     )
     params = dict(hidden_layer_sizes=(100,), max_iter=args.max_iter, random_state=0)
-    runs = [("pybackprop", lambda: MLPClassifier(**params))]
+    runs = [("pybackprop", lambda: MLPClassifier(**params, callbacks=[ProgressBar(leave=False)]))]
     if args.compare:
         from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 
