@@ -25,6 +25,10 @@ cdef enum:
     SOFTPLUS = 9
     SILU = 10
 
+cdef extern from "_vexp.h" nogil:
+    double pb_exp(double x)     # branch-free, vectorisable exp (see _vexp.h)
+    float pb_expf(float x)
+
 cdef extern from *:
     """
     #define PB_LEAKY_SLOPE 0.01
@@ -46,6 +50,14 @@ cdef inline floating _exp(floating x) noexcept nogil:
         return expf(x)
     else:
         return exp(x)
+
+
+cdef inline floating _vexp(floating x) noexcept nogil:
+    """exp for hot loops: a few ulps, but the loop around it vectorises."""
+    if floating is float:
+        return pb_expf(x)
+    else:
+        return pb_exp(x)
 
 
 cdef inline floating _expm1(floating x) noexcept nogil:
@@ -85,7 +97,7 @@ cdef inline floating _erf(floating x) noexcept nogil:
 
 cdef inline floating _sigmoid(floating x) noexcept nogil:
     # 1 / (1 + e^-x): e^-x overflows to inf for very negative x and gives 0, as wanted
-    return 1 / (1 + _exp(-x))
+    return 1 / (1 + _vexp(-x))
 
 
 cdef inline void activate(int kind, floating* z, Py_ssize_t n) noexcept nogil:
@@ -105,7 +117,7 @@ cdef inline void activate(int kind, floating* z, Py_ssize_t n) noexcept nogil:
             z[i] = 0 if z[i] < 0 else z[i]
     elif kind == EXP:
         for i in range(n):
-            z[i] = _exp(z[i])
+            z[i] = _vexp(z[i])
     elif kind == LEAKY_RELU:
         for i in range(n):
             z[i] = <floating> LEAKY_SLOPE * z[i] if z[i] < 0 else z[i]
@@ -140,7 +152,7 @@ cdef inline void softmax_rows(floating* z, Py_ssize_t rows, Py_ssize_t cols) noe
                 top = row[j]
         total = 0
         for j in range(cols):
-            row[j] = _exp(row[j] - top)
+            row[j] = _vexp(row[j] - top)
             total = total + row[j]
         for j in range(cols):
             row[j] = row[j] / total
