@@ -9,8 +9,8 @@ GELU and SiLU are not invertible that way: their layers keep ``z`` (see
 """
 
 from cython cimport floating
-from libc.math cimport (exp, expf, expm1, expm1f, log, logf, log1p, log1pf, tanh, tanhf,
-                        erf, erff, sqrt, fabs)
+from libc.math cimport (exp, expf, expm1, expm1f, log, logf, log1p, log1pf, erf, erff,
+                        sqrt, fabs)
 
 cdef enum:
     IDENTITY = 0
@@ -26,8 +26,10 @@ cdef enum:
     SILU = 10
 
 cdef extern from "_vexp.h" nogil:
-    double pb_exp(double x)     # branch-free, vectorisable exp (see _vexp.h)
+    double pb_exp(double x)     # branch-free, vectorisable exp and tanh (see _vexp.h)
     float pb_expf(float x)
+    double pb_tanh(double x)
+    float pb_tanhf(float x)
 
 cdef extern from *:
     """
@@ -82,10 +84,11 @@ cdef inline floating _log(floating x) noexcept nogil:
 
 
 cdef inline floating _tanh(floating x) noexcept nogil:
+    """tanh for hot loops: within a few ulps, and the loop around it vectorises."""
     if floating is float:
-        return tanhf(x)
+        return pb_tanhf(x)
     else:
-        return tanh(x)
+        return pb_tanh(x)
 
 
 cdef inline floating _erf(floating x) noexcept nogil:

@@ -89,4 +89,38 @@ static inline float pb_expf(float x)
     return result;
 }
 
+/* tanh(x), branch-free: for |x| >= 0.625, (1 - e) / (1 + e) with e = exp(-2|x|);
+ * below, x + x³ P(x²) / Q(x²) (Cephes' rational approximation), which keeps full
+ * relative precision near 0 where the first form cancels. Both are computed and one
+ * selected, so the loop vectorises. */
+static inline double pb_tanh(double x)
+{
+    double a = fabs(x);
+    double e = pb_exp(-2.0 * a);
+    double big = (1.0 - e) / (1.0 + e);
+    big = x < 0 ? -big : big;
+    double z = x * x;
+    double p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
+               - 1.61468768441708447952e3;
+    double q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
+               + 4.84406305325125486048e3;
+    double small = x + x * z * (p / q);
+    double result = a < 0.625 ? small : big;
+    return x != x ? x : result;
+}
+
+static inline float pb_tanhf(float x)
+{
+    float a = fabsf(x);
+    float e = pb_expf(-2.0f * a);
+    float big = (1.0f - e) / (1.0f + e);
+    big = x < 0 ? -big : big;
+    float z = x * x;
+    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z
+                     - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z
+                   - 3.33332819422e-1f) * z * x + x;
+    float result = a < 0.625f ? small : big;
+    return x != x ? x : result;
+}
+
 #endif
