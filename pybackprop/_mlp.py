@@ -37,6 +37,7 @@ from . import _backend, _reference
 from ._backend import BACKENDS, Data, Net
 from ._layout import HIDDEN_ACTIVATIONS, Layout
 from ._optim import AdamState, SGDState
+from ._threads import blas_threads_for
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 # scipy >= 1.15 deprecates L-BFGS-B's ``iprint``
@@ -410,7 +411,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
         early_stopping = self.early_stopping
         train_idx = None
-        X_val = y_val = sw_val = None
+        X_val = y_val = Y_val = sw_val = None
         if early_stopping:
             # the same draws as splitting X itself: they depend only on n and stratify
             stratify = y if (is_classifier(self) and self.n_outputs_ == 1) else None
@@ -448,6 +449,17 @@ class BaseMultilayerPerceptron(BaseEstimator):
         backend = BACKENDS[self.backend](net, data, batch_size)
         dropout = bool(net.dropout.any())
         sample_idx = np.arange(n_train, dtype=int)
+        with blas_threads_for(self._layout.units, batch_size):
+            self._epochs(backend, optimizer, params, random_state, dropout, sample_idx,
+                         train_idx, n_train, batch_size, early_stopping, X_val, y_val,
+                         Y_val, sw_val, incremental)
+        if early_stopping:
+            params[:] = self._best_params
+
+    def _epochs(self, backend, optimizer, params, random_state, dropout, sample_idx,
+                train_idx, n_train, batch_size, early_stopping, X_val, y_val, Y_val,
+                sw_val, incremental):
+        """The epoch loop: shuffle, one kernel call per epoch, then the stopping rules."""
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
@@ -493,9 +505,6 @@ class BaseMultilayerPerceptron(BaseEstimator):
                     )
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
-
-        if early_stopping:
-            params[:] = self._best_params
 
     def _epoch_info(self):
         """What a callback sees after each epoch; the weights are read-only views."""
