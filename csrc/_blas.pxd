@@ -7,7 +7,7 @@ swapped, with no copy and no transpose materialised.
 """
 
 from cython cimport floating
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from scipy.linalg.cython_blas cimport sgemm, dgemm, ddot, dsdot
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -28,3 +28,14 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> B, &ldb,
               <double*> A, &lda, &beta, C, &ldc)
+
+
+cdef inline double sum_of_squares(const floating* x, int n) noexcept nogil:
+    """x · x, accumulated in double (dsdot for float32)."""
+    cdef int one = 1
+    if n == 0:
+        return 0.0
+    if floating is float:
+        return dsdot(&n, <float*> x, &one, <float*> x, &one)
+    else:
+        return ddot(&n, <double*> x, &one, <double*> x, &one)

@@ -28,7 +28,7 @@ from cython cimport floating
 from libc.math cimport sqrt, pow, log, isfinite
 from libc.string cimport memcpy, memset
 
-from _blas cimport gemm
+from _blas cimport gemm, sum_of_squares
 from _activations cimport (activate, softmax_rows, multiply_derivative, needs_z,
                            IDENTITY, LOGISTIC, TANH, RELU, EXP, SOFTMAX)
 
@@ -364,8 +364,8 @@ cdef double finish_gradient(const Net* net, const floating* params, floating* gr
         n = net.units[l] * net.units[l + 1]
         W = params + net.coef_off[l]
         g = grads + net.coef_off[l]
+        sq += sum_of_squares(W, <int> n)
         for i in range(n):
-            sq += <double> W[i] * W[i]
             g[i] = (g[i] + <floating> alpha * W[i]) / <floating> sw_sum
         g = grads + net.inter_off[l]
         for i in range(net.units[l + 1]):
@@ -473,15 +473,15 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
               const double[::1] keep, unsigned long long seed, floating[::1] masks,
               int solver, floating[::1] state_1, floating[::1] state_2,
               double lr, double momentum, bint nesterov,
-              double beta_1, double beta_2, double epsilon, intp t):
+              double beta_1, double beta_2, double epsilon, intp[::1] step_count):
     """One epoch of minibatch updates over ``rows`` (or rows 0..n_rows-1 when empty).
 
     ``zs`` (z of every layer) is needed when an activation's derivative reads z;
     ``keep`` (one keep-probability per hidden layer), ``seed`` and ``masks`` turn on
-    dropout; pass empty arrays otherwise. Returns ``(sum over batches of
-    batch_loss * batch_rows, t)`` where ``t`` counts Adam steps. Raises
-    KeyboardInterrupt between batches on Ctrl-C, with the parameters of the batches
-    already done applied. Shapes are checked by the caller.
+    dropout; pass empty arrays otherwise. ``step_count[0]``, Adam's step counter, is
+    advanced in place with every step. Returns the sum over batches of
+    batch_loss * batch_rows. Raises KeyboardInterrupt between batches on Ctrl-C, with
+    the batches already done applied (and counted). Shapes are checked by the caller.
     """
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
                             alpha, indices, indptr)
@@ -501,8 +501,39 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
                    &params[0], &grads[0], &acts[0], &deltas[0], ptr_or_null(xbuf),
                    ptr_or_null(zs), mask_ptr, params.shape[0], solver,
                    &state_1[0], ptr_or_null(state_2),
-                   lr, momentum, nesterov, beta_1, beta_2, epsilon, &t, &total)
-    return total, t
+                   lr, momentum, nesterov, beta_1, beta_2, epsilon, &step_count[0], &total)
+    return total
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef int _loss_grad(const Net* net, const floating* X, const floating* Y,
+                    const floating* sw, Targets* tg, intp n_rows, intp chunk,
+                    const floating* params, floating* grads, floating* acts,
+                    floating* deltas, floating* zs, double* result) except -1 nogil:
+    cdef intp start, m, i, L = net.n_layers
+    cdef double loss_sum = 0, sw_sum = 0
+    cdef floating* P = acts + net.act_off[L - 1]
+    start = 0
+    while start < n_rows:
+        m = min(chunk, n_rows - start)
+        tg.start = start
+        forward(net, X, tg, m, params, acts, NULL, P, zs, NULL)
+        loss_sum += output_loss(net, tg, m, P, Y, sw, deltas + net.act_off[L - 1])
+        backward(net, X, tg, m, params, acts, deltas, NULL, grads, start > 0, zs, NULL,
+                 NULL)
+        start += chunk
+        if start < n_rows:
+            with gil:
+                if PyErr_CheckSignals() != 0:
+                    return -1
+    if sw != NULL:
+        for i in range(n_rows):
+            sw_sum += sw[i]
+    else:
+        sw_sum = n_rows
+    result[0] = finish_gradient(net, params, grads, loss_sum, sw_sum)
+    return 0
 
 
 def loss_grad(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,
@@ -513,35 +544,17 @@ def loss_grad(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
               floating[::1] grads, floating[::1] acts, floating[::1] deltas,
               floating[::1] zs):
     """Loss and gradient over rows 0..n_rows-1, processed ``chunk`` rows at a time
-    (the full-batch objective L-BFGS minimises). The gradient goes to ``grads``."""
+    (the full-batch objective L-BFGS minimises). The gradient goes to ``grads``.
+    Raises KeyboardInterrupt between chunks on Ctrl-C."""
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
                             alpha, indices, indptr)
     cdef Targets tg
-    cdef intp start, m, i, L = net.n_layers
-    cdef double loss_sum = 0, sw_sum = 0, result
-    cdef const floating* Yp = cptr_or_null(Y)
-    cdef const floating* swp = cptr_or_null(sw)
-    cdef floating* zp = ptr_or_null(zs)
-    cdef floating* P
+    cdef double result = 0
     tg.rows = NULL
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
     with nogil:
-        P = &acts[0] + net.act_off[L - 1]
-        start = 0
-        while start < n_rows:
-            m = min(chunk, n_rows - start)
-            tg.start = start
-            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, P, zp, NULL)
-            loss_sum += output_loss(&net, &tg, m, P, Yp, swp, &deltas[0] + net.act_off[L - 1])
-            backward(&net, &X[0], &tg, m, &params[0], &acts[0], &deltas[0], NULL,
-                     &grads[0], start > 0, zp, NULL, NULL)
-            start += chunk
-        if swp != NULL:
-            for i in range(n_rows):
-                sw_sum += swp[i]
-        else:
-            sw_sum = n_rows
-        result = finish_gradient(&net, &params[0], &grads[0], loss_sum, sw_sum)
+        _loss_grad(&net, &X[0], cptr_or_null(Y), cptr_or_null(sw), &tg, n_rows, chunk,
+                   &params[0], &grads[0], &acts[0], &deltas[0], ptr_or_null(zs), &result)
     return result
 
 

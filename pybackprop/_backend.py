@@ -131,14 +131,20 @@ class CythonBackend:
         state_1, state_2 = opt.buffers
         rows = _EMPTY_INTP if rows is None else np.ascontiguousarray(rows, dtype=np.intp)
         nesterov = bool(getattr(opt, "nesterov", False))
-        total, opt.t = typed(_kernels.run_epoch, params.dtype)(
-            *self._args(), values, indices, indptr, Y, labels, sw, rows, n_rows,
-            batch_size, params, self.grads, self.acts, self.deltas, self.xbuf, self.zs,
-            self.net.keep, seed, self.masks, opt.kind, state_1, state_2, opt.learning_rate_init if opt.kind == 1 else opt.learning_rate,
-            getattr(opt, "momentum", 0.0), nesterov, getattr(opt, "beta_1", 0.0),
-            getattr(opt, "beta_2", 0.0), getattr(opt, "epsilon", 0.0), opt.t,
-        )
-        return total
+        # Adam's step count, advanced in place by the kernel: kept right even when
+        # Ctrl-C stops the epoch midway
+        steps = np.array([opt.t], dtype=np.intp)
+        try:
+            return typed(_kernels.run_epoch, params.dtype)(
+                *self._args(), values, indices, indptr, Y, labels, sw, rows, n_rows,
+                batch_size, params, self.grads, self.acts, self.deltas, self.xbuf, self.zs,
+                self.net.keep, seed, self.masks, opt.kind, state_1, state_2,
+                opt.learning_rate_init if opt.kind == 1 else opt.learning_rate,
+                getattr(opt, "momentum", 0.0), nesterov, getattr(opt, "beta_1", 0.0),
+                getattr(opt, "beta_2", 0.0), getattr(opt, "epsilon", 0.0), steps,
+            )
+        finally:
+            opt.t = int(steps[0])
 
     def loss_grad(self, params, grads):
         values, indices, indptr, Y, labels, sw = self.data.for_kernels()

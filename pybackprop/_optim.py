@@ -82,13 +82,14 @@ class AdamState:
         return self.m, self.v
 
     def step(self, params, grads):
-        self.t += 1
-        self.m[:] = self.beta_1 * self.m + (1 - self.beta_1) * grads
-        self.v[:] = self.beta_2 * self.v + (1 - self.beta_2) * grads**2
-        lr_t = (self.learning_rate_init * np.sqrt(1 - self.beta_2**self.t)
-                / (1 - self.beta_1**self.t))
-        self.learning_rate = lr_t
-        params += -lr_t * self.m / (np.sqrt(self.v) + self.epsilon)
+        t = self.t + 1
+        m = self.beta_1 * self.m + (1 - self.beta_1) * grads
+        v = self.beta_2 * self.v + (1 - self.beta_2) * grads**2
+        lr_t = self.learning_rate_init * np.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
+        update = -lr_t * m / (np.sqrt(v) + self.epsilon)
+        # commit together, so that Ctrl-C leaves either the old state or the new one
+        self.m[:], self.v[:], self.t, self.learning_rate = m, v, t, lr_t
+        params += update
 
     def iteration_ends(self, time_step):
         pass
