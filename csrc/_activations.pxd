@@ -30,6 +30,12 @@ cdef extern from "_vexp.h" nogil:
     float pb_expf(float x)
     double pb_tanh(double x)
     float pb_tanhf(float x)
+    void pb_sigmoid_inplace(double* z, Py_ssize_t n)
+    void pb_sigmoid_inplacef(float* z, Py_ssize_t n)
+    void pb_tanh_inplace(double* z, Py_ssize_t n)
+    void pb_tanh_inplacef(float* z, Py_ssize_t n)
+    void pb_exp_inplace(double* z, Py_ssize_t n)
+    void pb_exp_inplacef(float* z, Py_ssize_t n)
 
 cdef extern from *:
     """
@@ -108,19 +114,25 @@ cdef inline void activate(int kind, floating* z, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating x
     if kind == LOGISTIC:
-        for i in range(n):
-            z[i] = _sigmoid(z[i])
+        if floating is float:
+            pb_sigmoid_inplacef(z, n)
+        else:
+            pb_sigmoid_inplace(z, n)
     elif kind == TANH:
-        for i in range(n):
-            z[i] = _tanh(z[i])
+        if floating is float:
+            pb_tanh_inplacef(z, n)
+        else:
+            pb_tanh_inplace(z, n)
     elif kind == RELU:
         for i in range(n):
             # branch-free select (vectorises; a branch mispredicts on half the units);
             # NaN stays NaN, as in np.maximum
             z[i] = 0 if z[i] < 0 else z[i]
     elif kind == EXP:
-        for i in range(n):
-            z[i] = _vexp(z[i])
+        if floating is float:
+            pb_exp_inplacef(z, n)
+        else:
+            pb_exp_inplace(z, n)
     elif kind == LEAKY_RELU:
         for i in range(n):
             z[i] = <floating> LEAKY_SLOPE * z[i] if z[i] < 0 else z[i]
@@ -143,7 +155,8 @@ cdef inline void activate(int kind, floating* z, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline void softmax_rows(floating* z, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    """Each row of z := exp(z - max) / sum(exp(z - max)); the shift keeps exp finite."""
+    """Each row of z := exp(z - max) / sum(exp(z - max)); the shift keeps exp finite.
+    The exponentials go in one pass over the whole block, which vectorises."""
     cdef Py_ssize_t i, j
     cdef floating top, total
     cdef floating* row
@@ -153,9 +166,16 @@ cdef inline void softmax_rows(floating* z, Py_ssize_t rows, Py_ssize_t cols) noe
         for j in range(1, cols):
             if row[j] > top:
                 top = row[j]
+        for j in range(cols):
+            row[j] = row[j] - top
+    if floating is float:
+        pb_exp_inplacef(z, rows * cols)
+    else:
+        pb_exp_inplace(z, rows * cols)
+    for i in range(rows):
+        row = z + i * cols
         total = 0
         for j in range(cols):
-            row[j] = _vexp(row[j] - top)
             total = total + row[j]
         for j in range(cols):
             row[j] = row[j] / total
