@@ -28,7 +28,7 @@ from cython cimport floating
 from libc.math cimport sqrt, pow, log, isfinite
 from libc.string cimport memcpy, memset
 
-from _blas cimport gemm, sum_of_squares
+from _blas cimport gemm, axpy, sum_of_squares
 from _activations cimport (activate, softmax_rows, multiply_derivative, needs_z,
                            IDENTITY, LOGISTIC, TANH, RELU, EXP, SOFTMAX)
 
@@ -36,6 +36,16 @@ ctypedef Py_ssize_t intp
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() nogil
+
+cdef extern from "_loops.h" nogil:
+    void pb_sgd_step(double* p, double* g, double* vel, Py_ssize_t n, double alpha,
+                     double S, double lr, double mu, int nesterov)
+    void pb_sgd_stepf(float* p, float* g, float* vel, Py_ssize_t n, float alpha,
+                      float S, float lr, float mu, int nesterov)
+    void pb_adam_step(double* p, double* g, double* m, double* v, Py_ssize_t n,
+                      double alpha, double S, double lr_t, double b1, double b2, double eps)
+    void pb_adam_stepf(float* p, float* g, float* m, float* v, Py_ssize_t n,
+                       float alpha, float S, float lr_t, float b1, float b2, float eps)
 
 cdef enum:
     SQUARED_ERROR = 0
@@ -162,10 +172,7 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                 r = row_of(tg, i)
                 z_row = z + i * fan_out
                 for p in range(net.indptr[r], net.indptr[r + 1]):
-                    v = X[p]
-                    w_row = W + net.indices[p] * fan_out
-                    for j in range(fan_out):
-                        z_row[j] += v * w_row[j]
+                    axpy(<int> fan_out, X[p], W + net.indices[p] * fan_out, z_row)
         else:
             if l == 0:
                 if tg.rows == NULL:
@@ -308,10 +315,7 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
                 r = row_of(tg, i)
                 dz_row = dz + i * fan_out
                 for p in range(net.indptr[r], net.indptr[r + 1]):
-                    v = X[p]
-                    dW_row = dW + net.indices[p] * fan_out
-                    for j in range(fan_out):
-                        dW_row[j] += v * dz_row[j]
+                    axpy(<int> fan_out, X[p], dz_row, dW + net.indices[p] * fan_out)
         else:
             if l > 0:
                 h_prev = acts + net.act_off[l - 1]
@@ -377,37 +381,50 @@ cdef double finish_gradient(const Net* net, const floating* params, floating* gr
 # optimizer steps over the flat buffers
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-cdef void sgd_step(floating* params, const floating* grads, floating* velocity, intp n,
-                   double lr, double momentum, bint nesterov) noexcept nogil:
-    """v := μ v - η g;  θ += v, or with Nesterov θ += μ v - η g."""
-    cdef intp i
-    cdef floating mu = <floating> momentum, eta = <floating> lr, upd
-    for i in range(n):
-        upd = mu * velocity[i] - eta * grads[i]
-        velocity[i] = upd
-        if nesterov:
-            upd = mu * upd - eta * grads[i]
-        params[i] += upd
+cdef inline void step_range(floating* params, floating* grads, floating* state_1,
+                            floating* state_2, intp n, double alpha, double sw_sum,
+                            int solver, double lr, double momentum, bint nesterov,
+                            double beta_1, double beta_2, double epsilon) noexcept nogil:
+    """For n parameters: g := (g + α w) / S, then
+    SGD:  v := μ v - η g;  w += v, or with Nesterov w += μ v - η g;
+    Adam: m := β1 m + (1-β1) g;  v := β2 v + (1-β2) g²;  w -= η_t m / (√v + ε)
+    (``lr`` is η, or Adam's bias-corrected η_t). One fused loop, in _loops.h."""
+    if solver == SGD:
+        if floating is float:
+            pb_sgd_stepf(params, grads, state_1, n, <float> alpha, <float> sw_sum,
+                         <float> lr, <float> momentum, nesterov)
+        else:
+            pb_sgd_step(params, grads, state_1, n, alpha, sw_sum, lr, momentum, nesterov)
+    else:
+        if floating is float:
+            pb_adam_stepf(params, grads, state_1, state_2, n, <float> alpha,
+                          <float> sw_sum, <float> lr, <float> beta_1, <float> beta_2,
+                          <float> epsilon)
+        else:
+            pb_adam_step(params, grads, state_1, state_2, n, alpha, sw_sum, lr, beta_1,
+                         beta_2, epsilon)
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-@cython.cdivision(True)
-cdef void adam_step(floating* params, const floating* grads, floating* m1, floating* m2,
-                    intp n, double lr_t, double beta_1, double beta_2,
-                    double epsilon) noexcept nogil:
-    """m := β1 m + (1-β1) g;  v := β2 v + (1-β2) g²;  θ -= η_t m / (√v + ε)."""
-    cdef intp i
-    cdef floating b1 = <floating> beta_1, b2 = <floating> beta_2, g
-    cdef floating c1 = <floating> (1 - beta_1), c2 = <floating> (1 - beta_2)
-    cdef floating eta = <floating> lr_t, eps = <floating> epsilon
-    for i in range(n):
-        g = grads[i]
-        m1[i] = b1 * m1[i] + c1 * g
-        m2[i] = b2 * m2[i] + c2 * (g * g)
-        params[i] += (-eta * m1[i]) / (sqrt(m2[i]) + eps)
+cdef double finish_and_step(const Net* net, floating* params, floating* grads,
+                            floating* state_1, floating* state_2, double sw_sum,
+                            int solver, double lr, double momentum, bint nesterov,
+                            double beta_1, double beta_2, double epsilon) noexcept nogil:
+    """The end of a batch: L2 term of the loss (returned), gradient finished and the
+    parameters updated, layer by layer, in one pass."""
+    cdef intp l, n, o
+    cdef double sq = 0
+    for l in range(net.n_layers):
+        n = net.units[l] * net.units[l + 1]
+        o = net.coef_off[l]
+        sq += sum_of_squares(params + o, <int> n)
+        step_range(params + o, grads + o, state_1 + o,
+                   state_2 + o if state_2 != NULL else NULL, n, net.alpha, sw_sum,
+                   solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
+        o = net.inter_off[l]
+        step_range(params + o, grads + o, state_1 + o,
+                   state_2 + o if state_2 != NULL else NULL, net.units[l + 1], 0.0,
+                   sw_sum, solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
+    return 0.5 * net.alpha * sq / sw_sum
 
 
 # ---------------------------------------------------------------------------
@@ -447,15 +464,15 @@ cdef int _run_epoch(const Net* net, const floating* X, const floating* Y,
         else:
             sw_sum = m
         backward(net, X, tg, m, params, acts, deltas, xbuf, grads, False, zs, masks, NULL)
-        batch_loss = finish_gradient(net, params, grads, batch_loss, sw_sum)
-        loss_total[0] += batch_loss * m
         if solver == SGD:
-            sgd_step(params, grads, state_1, n_params, lr, momentum, nesterov)
+            lr_t = lr
         else:
             t[0] += 1
             lr_t = lr * sqrt(1 - pow(beta_2, <double> t[0])) / (1 - pow(beta_1, <double> t[0]))
-            adam_step(params, grads, state_1, state_2, n_params, lr_t,
-                      beta_1, beta_2, epsilon)
+        batch_loss = batch_loss / sw_sum + finish_and_step(
+            net, params, grads, state_1, state_2, sw_sum, solver, lr_t, momentum,
+            nesterov, beta_1, beta_2, epsilon)
+        loss_total[0] += batch_loss * m
         with gil:
             if PyErr_CheckSignals() != 0:
                 return -1
