@@ -21,7 +21,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.metrics import check_scoring
-from sklearn.utils import check_random_state, column_or_1d, shuffle
+from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
@@ -464,7 +464,11 @@ class BaseMultilayerPerceptron(BaseEstimator):
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
-                    sample_idx = shuffle(sample_idx, random_state=random_state)
+                    # the draws of sklearn.utils.shuffle(sample_idx, random_state=...),
+                    # without its validation overhead
+                    order = np.arange(n_train)
+                    random_state.shuffle(order)
+                    sample_idx = sample_idx[order]
                     rows = sample_idx if train_idx is None else train_idx[sample_idx]
                 else:
                     rows = train_idx
