@@ -27,6 +27,7 @@ cimport cython
 from cython cimport floating
 from libc.math cimport sqrt, pow, log, isfinite
 from libc.string cimport memcpy, memset
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from _blas cimport gemm, axpy, sum_of_squares
 from _activations cimport (activate, softmax_rows, multiply_derivative, needs_z,
@@ -72,6 +73,30 @@ cdef struct Net:
     bint sparse            # X is CSR (data, indices, indptr)
     const int* indices
     const int* indptr
+
+
+cdef inline double seconds() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + 1e-9 * ts.tv_nsec
+
+
+# Ctrl-C is looked for when this long has passed since the last look (and always
+# between batches no faster than that): taking the GIL back after every small batch
+# costs more than the batch
+cdef double SIGNAL_INTERVAL = 0.005
+
+
+cdef int check_signals(double* last) except -1 nogil:
+    """Raise KeyboardInterrupt (or whatever a signal handler raises) if one is due."""
+    cdef double now = seconds()
+    if now - last[0] < SIGNAL_INTERVAL:
+        return 0
+    last[0] = now
+    with gil:
+        if PyErr_CheckSignals() != 0:
+            return -1
+    return 0
 
 
 cdef struct Targets:
@@ -451,6 +476,7 @@ cdef int _run_epoch(const Net* net, const floating* X, const floating* Y,
     cdef intp start, m, i, L = net.n_layers
     cdef double sw_sum, batch_loss, lr_t
     cdef floating* P = acts + net.act_off[L - 1]
+    cdef double last_check = seconds()
     start = 0
     while start < n_rows:
         m = min(batch_size, n_rows - start)
@@ -473,9 +499,8 @@ cdef int _run_epoch(const Net* net, const floating* X, const floating* Y,
             net, params, grads, state_1, state_2, sw_sum, solver, lr_t, momentum,
             nesterov, beta_1, beta_2, epsilon)
         loss_total[0] += batch_loss * m
-        with gil:
-            if PyErr_CheckSignals() != 0:
-                return -1
+        if check_signals(&last_check) < 0:
+            return -1
         start += batch_size
     return 0
 
@@ -531,6 +556,7 @@ cdef int _loss_grad(const Net* net, const floating* X, const floating* Y,
     cdef intp start, m, i, L = net.n_layers
     cdef double loss_sum = 0, sw_sum = 0
     cdef floating* P = acts + net.act_off[L - 1]
+    cdef double last_check = seconds()
     start = 0
     while start < n_rows:
         m = min(chunk, n_rows - start)
@@ -540,10 +566,8 @@ cdef int _loss_grad(const Net* net, const floating* X, const floating* Y,
         backward(net, X, tg, m, params, acts, deltas, NULL, grads, start > 0, zs, NULL,
                  NULL)
         start += chunk
-        if start < n_rows:
-            with gil:
-                if PyErr_CheckSignals() != 0:
-                    return -1
+        if start < n_rows and check_signals(&last_check) < 0:
+            return -1
     if sw != NULL:
         for i in range(n_rows):
             sw_sum += sw[i]

@@ -657,6 +657,22 @@ class BaseMultilayerPerceptron(BaseEstimator):
         X, Y, sample_weight = self._trace_inputs(X, y, sample_weight)
         return trace(self, X, Y, sample_weight, self.backend)
 
+    # ---- scikit-learn interop ------------------------------------------------------
+
+    def to_sklearn(self):
+        """The equivalent fitted ``sklearn.neural_network`` estimator (same weights,
+        same predictions, optimizer state included); see ``pybackprop._interop``."""
+        from ._interop import to_sklearn
+
+        return to_sklearn(self)
+
+    @classmethod
+    def from_sklearn(cls, sk_est):
+        """The equivalent pybackprop estimator of a fitted scikit-learn one."""
+        from ._interop import from_sklearn
+
+        return from_sklearn(cls, sk_est)
+
     def _score_with_function(self, X, y, sample_weight, score_function):
         y_pred = self._predict(X, check_input=False)
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():

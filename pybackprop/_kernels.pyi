@@ -1,0 +1,143 @@
+"""Type stub of the compiled kernels (csrc/_kernels.pyx).
+
+Every kernel is fused over float32 / float64: one call takes arrays of one float type
+throughout (``X``, ``Y``, ``sw``, ``params``, ``grads`` and the workspaces), and
+``kernel["float"]`` / ``kernel["double"]`` selects a specialisation without per-call
+dispatch. Arrays are 1-D and C-contiguous (2-D data flattened row-major); empty arrays
+stand for "absent" (dense X: empty ``indices`` / ``indptr``; no sample weights: empty
+``sw``; targets as class codes: empty ``Y``, else empty ``labels``). Shapes are checked
+by the caller (pybackprop._backend), not here.
+"""
+
+from typing import Literal, Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+_Float = TypeVar("_Float", np.float32, np.float64)
+_Specialisation = Literal["float", "double"]
+
+class _RunEpoch(Protocol):
+    def __call__(
+        self,
+        units: NDArray[np.intp],
+        coef_off: NDArray[np.intp],
+        inter_off: NDArray[np.intp],
+        act_off: NDArray[np.intp],
+        hidden: NDArray[np.intc],
+        output: int,
+        loss: int,
+        alpha: float,
+        X: NDArray[_Float],
+        indices: NDArray[np.intc],
+        indptr: NDArray[np.intc],
+        Y: NDArray[_Float],
+        labels: NDArray[np.intp],
+        sw: NDArray[_Float],
+        rows: NDArray[np.intp],
+        n_rows: int,
+        batch_size: int,
+        params: NDArray[_Float],
+        grads: NDArray[_Float],
+        acts: NDArray[_Float],
+        deltas: NDArray[_Float],
+        xbuf: NDArray[_Float],
+        zs: NDArray[_Float],
+        keep: NDArray[np.float64],
+        seed: int,
+        masks: NDArray[_Float],
+        solver: int,
+        state_1: NDArray[_Float],
+        state_2: NDArray[_Float],
+        lr: float,
+        momentum: float,
+        nesterov: bool,
+        beta_1: float,
+        beta_2: float,
+        epsilon: float,
+        step_count: NDArray[np.intp],
+    ) -> float:
+        """One epoch of minibatch updates; returns Σ batch_loss · batch_rows."""
+    def __getitem__(self, key: _Specialisation) -> _RunEpoch: ...
+
+class _LossGrad(Protocol):
+    def __call__(
+        self,
+        units: NDArray[np.intp],
+        coef_off: NDArray[np.intp],
+        inter_off: NDArray[np.intp],
+        act_off: NDArray[np.intp],
+        hidden: NDArray[np.intc],
+        output: int,
+        loss: int,
+        alpha: float,
+        X: NDArray[_Float],
+        indices: NDArray[np.intc],
+        indptr: NDArray[np.intc],
+        Y: NDArray[_Float],
+        labels: NDArray[np.intp],
+        sw: NDArray[_Float],
+        n_rows: int,
+        chunk: int,
+        params: NDArray[_Float],
+        grads: NDArray[_Float],
+        acts: NDArray[_Float],
+        deltas: NDArray[_Float],
+        zs: NDArray[_Float],
+    ) -> float:
+        """Full-batch loss; the gradient is written to ``grads``."""
+    def __getitem__(self, key: _Specialisation) -> _LossGrad: ...
+
+class _Predict(Protocol):
+    def __call__(
+        self,
+        units: NDArray[np.intp],
+        coef_off: NDArray[np.intp],
+        inter_off: NDArray[np.intp],
+        act_off: NDArray[np.intp],
+        hidden: NDArray[np.intc],
+        output: int,
+        X: NDArray[_Float],
+        indices: NDArray[np.intc],
+        indptr: NDArray[np.intc],
+        n_rows: int,
+        chunk: int,
+        params: NDArray[_Float],
+        acts: NDArray[_Float],
+        out: NDArray[_Float],
+    ) -> None:
+        """Output-layer activations of rows 0..n_rows-1 into ``out``."""
+    def __getitem__(self, key: _Specialisation) -> _Predict: ...
+
+class _Trace(Protocol):
+    def __call__(
+        self,
+        units: NDArray[np.intp],
+        coef_off: NDArray[np.intp],
+        inter_off: NDArray[np.intp],
+        act_off: NDArray[np.intp],
+        hidden: NDArray[np.intc],
+        output: int,
+        loss: int,
+        alpha: float,
+        X: NDArray[_Float],
+        indices: NDArray[np.intc],
+        indptr: NDArray[np.intc],
+        Y: NDArray[_Float],
+        labels: NDArray[np.intp],
+        sw: NDArray[_Float],
+        n_rows: int,
+        params: NDArray[_Float],
+        grads: NDArray[_Float],
+        zs: NDArray[_Float],
+        acts: NDArray[_Float],
+        dhs: NDArray[_Float],
+        deltas: NDArray[_Float],
+    ) -> tuple[float, float]:
+        """One batch with every intermediate kept; returns ``(loss, S)``."""
+    def __getitem__(self, key: _Specialisation) -> _Trace: ...
+
+run_epoch: _RunEpoch
+loss_grad: _LossGrad
+predict: _Predict
+trace: _Trace
