@@ -29,7 +29,12 @@ extensions = [
         ["csrc/_kernels.pyx"],
         include_dirs=[np.get_include(), "csrc"],
         extra_compile_args=compile_args,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        define_macros=[
+            ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
+            # what `pybackprop info` reports as the build
+            ("PB_BUILD_FLAGS", '"%s"' % " ".join(
+                compile_args + ["boundscheck=%s" % DEBUG, "target_clones=x86-64-v3,default"])),
+        ],
     ),
 ]
 

@@ -38,6 +38,16 @@ ctypedef Py_ssize_t intp
 cdef extern from "Python.h":
     int PyErr_CheckSignals() nogil
 
+cdef extern from *:
+    """
+    #ifndef PB_BUILD_FLAGS
+    #define PB_BUILD_FLAGS "unknown"
+    #endif
+    """
+    const char* PB_BUILD_FLAGS
+
+BUILD_FLAGS = PB_BUILD_FLAGS.decode()
+
 cdef extern from "_loops.h" nogil:
     void pb_sgd_step(double* p, double* g, double* vel, Py_ssize_t n, double alpha,
                      double S, double lr, double mu, int nesterov)

@@ -75,6 +75,7 @@ def _info(args):
 
     print(f"pybackprop {__version__} ({os.path.dirname(__file__)})")
     print(f"kernels    {_kernels.__file__}")
+    print(f"build      {_kernels.BUILD_FLAGS}")
     print(f"python     {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cpus")
     print(f"numpy {numpy.__version__}, scipy {scipy.__version__}, scikit-learn {sklearn.__version__}")
     for pool in threadpool_info():

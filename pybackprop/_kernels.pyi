@@ -141,3 +141,5 @@ run_epoch: _RunEpoch
 loss_grad: _LossGrad
 predict: _Predict
 trace: _Trace
+
+BUILD_FLAGS: str

@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.metrics import check_scoring
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
@@ -800,7 +800,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         + """
     class_weight : dict, list of dict, 'balanced' or None, default=None
         Weights of the classes, multiplied into ``sample_weight`` as in scikit-learn's
-        other classifiers; 'balanced' uses ``n_samples / (n_classes * bincount(y))``.
+        other classifiers; 'balanced' uses ``n_samples / (n_classes * bincount(y))``
+        (with ``partial_fit``, counted over each batch).
 
     Attributes
     ----------
@@ -892,19 +893,44 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return X, y
 
     def _with_class_weight(self, y, sample_weight, incremental):
-        """sample_weight × class_weight[label] (per output, multiplied, for multilabel)."""
+        """sample_weight × class_weight[label] (per output, multiplied, for multilabel).
+
+        'balanced' counts the classes of the data at hand (with partial_fit, the batch)
+        weighted by sample_weight, as scikit-learn's linear classifiers do, so that a
+        weight of 2 and a repeated row stay the same thing."""
         if self.class_weight is None:
             return sample_weight
-        if incremental and isinstance(self.class_weight, str):
-            raise ValueError("class_weight 'balanced' is not supported for partial_fit: "
-                             "pass a dict of weights, or sample_weight.")
         if self._label_binarizer.y_type_ == "multilabel-indicator":
-            labels = y.astype(int)
+            columns = [y[:, j].astype(int) for j in range(y.shape[1])]
+            per_column = self.class_weight
+            if not isinstance(per_column, list):
+                per_column = [per_column] * len(columns)
+            if len(per_column) != len(columns):
+                raise ValueError(f"class_weight must hold one dict per output ({len(columns)}) "
+                                 f"for multilabel targets, got {len(per_column)}.")
         else:
             codes = y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int)
-            labels = self.classes_[codes]
-        weights = compute_sample_weight(self.class_weight, labels)
-        return weights if sample_weight is None else sample_weight * weights
+            columns = [self.classes_[codes]]
+            per_column = [self.class_weight]
+        weights = np.ones(y.shape[0]) if sample_weight is None else sample_weight.copy()
+        for labels, class_weight in zip(columns, per_column):
+            present = np.unique(labels)
+            if isinstance(class_weight, str):
+                # classes whose rows all weigh 0 are absent; those rows keep weight 0
+                counted = present if sample_weight is None else np.unique(labels[sample_weight > 0])
+                balanced = compute_class_weight(
+                    class_weight, classes=counted, y=labels[np.isin(labels, counted)],
+                    sample_weight=None if sample_weight is None
+                    else sample_weight[np.isin(labels, counted)])
+                values = np.zeros(len(present))
+                values[np.searchsorted(present, counted)] = balanced
+            elif isinstance(class_weight, dict):
+                values = np.array([class_weight.get(c, 1.0) for c in present], dtype=float)
+            else:
+                raise ValueError("class_weight must be 'balanced', a dict, or (multilabel) "
+                                 f"a list of them; got {class_weight!r}.")
+            weights = weights * values[np.searchsorted(present, labels)]
+        return weights
 
     def _target_matrix(self, y, n_samples):
         y = np.asarray(y)
