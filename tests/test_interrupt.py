@@ -47,14 +47,15 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("solver, backend", [("adam", "cython"), ("lbfgs", "cython"),
                                              ("adam", "numpy")])
-def test_ctrl_c_returns_promptly_with_usable_model(solver, backend):
+def test_ctrl_c_returns_promptly_with_usable_model(solver, backend, tmp_path):
     """SIGINT mid-fit: fit returns within 1 s, warns "Training interrupted by user.", and the model predicts finite values."""
+    # run outside the source tree, so that the child imports the installed package
     proc = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, solver, backend],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )
     try:
-        assert proc.stdout.readline().strip() == "START"
+        assert proc.stdout.readline().strip() == "START", proc.stderr.read()
         time.sleep(1.5)
         assert proc.poll() is None, "the fit ended before the signal"
         sent = time.monotonic()  # CLOCK_MONOTONIC is system-wide on Linux
