@@ -609,16 +609,30 @@ def loss_grad(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     return result
 
 
+cdef inline bint all_finite(const floating* x, intp n) noexcept nogil:
+    """No NaN or infinity among n values (x - x is 0 exactly for finite x)."""
+    cdef intp i
+    cdef int bad = 0
+    for i in range(n):
+        bad |= (x[i] - x[i]) != 0     # NaN for NaN and ±inf; an integer OR vectorises
+    return bad == 0
+
+
 def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,
             const intp[::1] act_off, const int[::1] hidden, int output,
             const floating[::1] X, const int[::1] indices, const int[::1] indptr,
             intp n_rows, intp chunk, const floating[::1] params, floating[::1] acts,
-            floating[::1] out):
-    """Output-layer activations of rows 0..n_rows-1 into ``out`` (n_rows × n_outputs)."""
+            floating[::1] out, bint check_finite=False):
+    """Output-layer activations of rows 0..n_rows-1 into ``out`` (n_rows × n_outputs).
+
+    With ``check_finite``, each chunk of X is first scanned for NaN / infinity (the
+    product then reads it from cache); returns False, with ``out`` unfinished, at the
+    first chunk that holds one. Returns True otherwise."""
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, 0,
                             0.0, indices, indptr)
     cdef Targets tg
-    cdef intp start, m, k = units[units.shape[0] - 1]
+    cdef intp start, m, k = units[units.shape[0] - 1], d = units[0]
+    cdef bint finite = True
     tg.rows = NULL
     tg.labels = NULL
     with nogil:
@@ -626,9 +640,18 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
         while start < n_rows:
             m = min(chunk, n_rows - start)
             tg.start = start
+            if check_finite:
+                if net.sparse:
+                    finite = all_finite(&X[0] + net.indptr[start],
+                                        net.indptr[start + m] - net.indptr[start])
+                else:
+                    finite = all_finite(&X[0] + start * d, m * d)
+                if not finite:
+                    break
             forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, &out[0] + start * k,
                     NULL, NULL)
             start += chunk
+    return finite
 
 
 def trace(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,

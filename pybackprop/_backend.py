@@ -169,19 +169,26 @@ class NumpyBackend:
 BACKENDS = {"cython": CythonBackend, "numpy": NumpyBackend}
 
 
-def predict(net, X, params, backend):
-    """Output-layer activations for every row of X (already of params' dtype)."""
+def predict(net, X, params, backend, check_finite=False):
+    """Output-layer activations for every row of X (already of params' dtype); None
+    when ``check_finite`` finds NaN or infinity in X."""
     if backend == "numpy":
+        if check_finite and not np.isfinite(X.data if sp.issparse(X) else X).all():
+            return None
         out = _reference.predict(net, X, params)
         return np.ascontiguousarray(out, dtype=params.dtype)
     lay = net.layout
     n = X.shape[0]
-    chunk = net.chunk_rows(n)
+    # chunks of about 1 MB of X, so that the finiteness scan leaves each in cache for
+    # its product; the activations of a chunk bound it too
+    x_bytes = max(1, int(lay.units[0]) * params.itemsize)
+    chunk = max(1, min(net.chunk_rows(n), max(64, (1 << 20) // x_bytes)))
     act_off, size = lay.act_offsets(chunk)
     acts = np.empty(max(size, 1), dtype=params.dtype)
     out = np.empty((n, int(lay.units[-1])), dtype=params.dtype)
     values, indices, indptr = kernel_input(X, params.dtype)
     hidden, output, _ = net.codes()
-    typed(_kernels.predict, params.dtype)(lay.units, lay.coef_off, lay.inter_off, act_off, hidden, output,
-                     values, indices, indptr, n, chunk, params, acts, out.reshape(-1))
-    return out
+    finite = typed(_kernels.predict, params.dtype)(
+        lay.units, lay.coef_off, lay.inter_off, act_off, hidden, output, values, indices,
+        indptr, n, chunk, params, acts, out.reshape(-1), check_finite)
+    return out if finite else None

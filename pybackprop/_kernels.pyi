@@ -105,8 +105,10 @@ class _Predict(Protocol):
         params: NDArray[_Float],
         acts: NDArray[_Float],
         out: NDArray[_Float],
-    ) -> None:
-        """Output-layer activations of rows 0..n_rows-1 into ``out``."""
+        check_finite: bool = ...,
+    ) -> bool:
+        """Output-layer activations of rows 0..n_rows-1 into ``out``; False when
+        ``check_finite`` met NaN or infinity in X."""
     def __getitem__(self, key: _Specialisation) -> _Predict: ...
 
 class _Trace(Protocol):

@@ -595,10 +595,11 @@ class BaseMultilayerPerceptron(BaseEstimator):
     # ---- prediction --------------------------------------------------------------
 
     def _is_plain_input(self, X):
-        """True for the common case that needs no conversion: a finite, non-empty 2-D
-        float ndarray of the fitted width, from a model fitted without feature names.
-        It skips ``validate_data``, whose overhead dominates a one-row predict; anything
-        else takes the full validation (and its error messages)."""
+        """True for the common case that needs no conversion: a non-empty 2-D float
+        ndarray of the fitted width, from a model fitted without feature names. It skips
+        ``validate_data``, whose overhead dominates a one-row predict, and the kernel
+        checks it for NaN / infinity; anything else takes the full validation (and its
+        error messages)."""
         if (
             type(X) is not np.ndarray
             or X.ndim != 2
@@ -612,19 +613,25 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 f"X has {X.shape[1]} features, but {self.__class__.__name__} is "
                 f"expecting {self.n_features_in_} features as input."
             )
-        # one sum instead of an n × d mask; a non-finite (or overflowing) sum sends X
-        # through the full check, which names the problem
-        return bool(np.isfinite(np.add.reduce(X, axis=None)))
+        # finiteness is checked by the kernel, chunk by chunk (see _forward_pass_fast)
+        return True
 
     def _forward_pass_fast(self, X, check_input=True):
         """Output-layer activations for the rows of X."""
-        if check_input and not self._is_plain_input(X):
+        plain = check_input and self._is_plain_input(X)
+        if check_input and not plain:
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
                               dtype=(np.float64, np.float32))
         params = self._params()
+        X_in = X
         if X.dtype != params.dtype:
             X = X.astype(params.dtype)
-        return _backend.predict(self._net(), X, params, self.backend)
+        out = _backend.predict(self._net(), X, params, self.backend, check_finite=plain)
+        if out is None:
+            # NaN or infinity in a plain array: the full validation names the problem
+            validate_data(self, X_in, reset=False, dtype=(np.float64, np.float32))
+            raise ValueError("Input X contains NaN or infinity.")
+        return out
 
     # ---- backpropagation made visible ---------------------------------------------
 
