@@ -643,6 +643,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
         X = X.astype(self._params().dtype, copy=False)
         Y = self._target_matrix(y, X.shape[0])
         sample_weight = _validated_sample_weight(sample_weight, X)
+        # the weights the solver uses: class weights multiplied in
+        sample_weight = self._with_class_weight(Y, sample_weight, incremental=False)
         return X, Y, sample_weight
 
     def backprop_trace(self, X, y, sample_weight=None):
