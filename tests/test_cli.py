@@ -127,3 +127,12 @@ def test_progress_bar_without_tqdm_prints_plain_lines(monkeypatch, capsys):
         MLPClassifier(max_iter=3, random_state=0, callbacks=[ProgressBar()]).fit(X[:200] / 16, y[:200])
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch")]
     assert [l.split(":")[0] for l in lines] == ["epoch 1", "epoch 2", "epoch 3"]
+
+
+def test_demo_saves_the_loss_curves(tmp_path):
+    """demo --plot writes the loss curves as a PNG when matplotlib is installed."""
+    pytest.importorskip("matplotlib")
+    out = run_cli(tmp_path, "demo", "--max-iter", "5", "--plot", "curves.png")
+    assert out.returncode == 0, out.stderr
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
