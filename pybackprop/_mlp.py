@@ -33,7 +33,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from . import _backend, _reference
+from . import __version__, _backend, _reference
 from ._backend import BACKENDS, Data, Net
 from ._layout import HIDDEN_ACTIVATIONS, Layout
 from ._optim import AdamState, SGDState
@@ -196,7 +196,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         self._views = (tuple(coefs), tuple(intercepts))
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__(), _pybackprop_version=__version__)
         # coefs_ / intercepts_ are views of the flat buffer: store it once
         if "_flat_params" in state and self._layout.is_view_of(
             state["_flat_params"], state.get("coefs_", []), state.get("intercepts_", [])
@@ -208,6 +208,14 @@ class BaseMultilayerPerceptron(BaseEstimator):
         return state
 
     def __setstate__(self, state):
+        pickled = state.get("_pybackprop_version", "unknown")
+        if pickled != __version__:
+            warnings.warn(
+                f"Trying to unpickle {type(self).__name__} from pybackprop {pickled} "
+                f"with pybackprop {__version__}: this might lead to breaking code or "
+                "invalid results. Use at your own risk.",
+                UserWarning,
+            )
         super().__setstate__(state)
         if "_flat_params" in state and "coefs_" not in state:
             self._set_params_buffer(self._flat_params)
@@ -284,6 +292,11 @@ class BaseMultilayerPerceptron(BaseEstimator):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         self._hidden_activations(len(hidden_layer_sizes))
+        callbacks = self.callbacks
+        if callbacks is not None and not callable(callbacks) and not all(
+            callable(c) for c in callbacks
+        ):
+            raise ValueError(f"callbacks must be callables; got {callbacks!r}.")
         if self._dropout_rates(len(hidden_layer_sizes)).any() and self.solver == "lbfgs":
             raise ValueError("dropout needs a stochastic solver ('sgd' or 'adam'): it makes "
                              "the loss random, which L-BFGS cannot minimise.")
@@ -330,6 +343,12 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input data may"
                 " contain large values and need to be preprocessed."
+            )
+        if not np.isfinite(getattr(self, "loss_", 0.0)):
+            # finite weights whose loss overflowed predict NaN: refuse them the same way
+            raise ValueError(
+                f"Solver produced non-finite parameter weights or loss (loss_={self.loss_})."
+                " The input data may contain large values and need to be preprocessed."
             )
         return self
 
@@ -631,6 +650,14 @@ class BaseMultilayerPerceptron(BaseEstimator):
             # NaN or infinity in a plain array: the full validation names the problem
             validate_data(self, X_in, reset=False, dtype=(np.float64, np.float32))
             raise ValueError("Input X contains NaN or infinity.")
+        if np.isnan(np.add.reduce(out, axis=None)):
+            warnings.warn(
+                "The network's output contains NaN: the input or the weights are too large "
+                f"for {out.dtype} (products overflow to ±inf). Scale the input, or refit "
+                "with a smaller learning rate.",
+                UserWarning,
+                stacklevel=3,
+            )
         return out
 
     # ---- backpropagation made visible ---------------------------------------------
@@ -938,7 +965,13 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             else:
                 raise ValueError("class_weight must be 'balanced', a dict, or (multilabel) "
                                  f"a list of them; got {class_weight!r}.")
+            if not (np.all(np.isfinite(values)) and np.all(values >= 0)):
+                raise ValueError("class_weight values must be finite and non-negative; "
+                                 f"got {class_weight!r}.")
             weights = weights * values[np.searchsorted(present, labels)]
+        if not np.any(weights > 0):
+            raise ValueError("class_weight and sample_weight leave no sample with a "
+                             "positive weight.")
         return weights
 
     def _target_matrix(self, y, n_samples):
