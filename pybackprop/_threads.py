@@ -12,7 +12,7 @@ small runs its products on one thread; larger products keep BLAS's own threading
 import contextlib
 import threading
 
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import OpenBLASController, ThreadpoolController
 
 # below this many flops in the largest product of a batch, BLAS gets one thread
 SMALL_PRODUCT_FLOPS = 8e6
@@ -20,22 +20,19 @@ SMALL_PRODUCT_FLOPS = 8e6
 _controller = None
 _lock = threading.Lock()
 _holders = 0  # fits inside a one-thread section right now
-_saved = None  # the BLAS limits from before the first of them
+_limiter = None  # threadpoolctl's limit, held while any of them runs
 
 
 @contextlib.contextmanager
 def _one_blas_thread():
-    """BLAS on one thread while any fit needs it; the limits from before come back
-    when the last such fit ends, however the fits of several threads interleave."""
-    global _controller, _holders, _saved
+    """BLAS on one thread while a fit needs it, through threadpoolctl (which then
+    gives the limit back, and its control of OpenBLAS, when the last such fit ends)."""
+    global _controller, _holders, _limiter
     with _lock:
         if _holders == 0:
             if _controller is None:
                 _controller = ThreadpoolController()
-            blas = _controller.select(user_api="blas").lib_controllers
-            _saved = [(lib, lib.num_threads) for lib in blas]
-            for lib in blas:
-                lib.set_num_threads(1)
+            _limiter = _controller.limit(limits=1, user_api="blas")
         _holders += 1
     try:
         yield
@@ -43,9 +40,13 @@ def _one_blas_thread():
         with _lock:
             _holders -= 1
             if _holders == 0:
-                for lib, threads in _saved:
-                    lib.set_num_threads(threads)
-                _saved = None
+                _limiter.restore_original_limits()
+                _limiter = None
+                # threadpoolctl >= 3.6 lets one thread at a time control OpenBLAS:
+                # hand that back, or other threads' limits silently do nothing
+                clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+                if clear is not None:
+                    clear()
 
 
 def blas_threads_for(units, rows):

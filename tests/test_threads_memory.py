@@ -197,6 +197,30 @@ def test_fit_leaves_blas_threads_as_they_were():
     assert _blas_threads() == before
 
 
+def test_fit_leaves_threadpoolctl_usable_from_other_threads():
+    """After a fit (which limits BLAS to one thread for its small products), a
+    ``threadpool_limits`` in another thread must still take effect: the fit must not
+    leave the main thread as threadpoolctl's owner of OpenBLAS's process-wide limit
+    (threadpoolctl then silently ignores every other thread's limits)."""
+    import threading
+
+    if not any(n > 1 for _, _, n in _blas_threads()):
+        pytest.skip("BLAS runs one thread here: a limit of 1 changes nothing")
+    fit_quietly(MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0),
+                X[:200], Y[:200])
+    seen = []
+
+    def worker():
+        with threadpool_limits(limits=1, user_api="blas"):
+            seen.extend(n for api, _, n in _blas_threads() if api == "openblas")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen and all(n == 1 for n in seen), (
+        f"threadpool_limits(1) in a worker thread after a fit: BLAS threads {seen}")
+
+
 # ---------------------------------------------------------------------------
 # memory
 
