@@ -27,7 +27,7 @@ TASKS = ["multiclass", "binary", "multilabel", "regression", "multioutput", "poi
 CLASSIFICATION = ("multiclass", "binary", "multilabel")
 BATCH_WARNING = "Got `batch_size` less than 1 or larger than sample size"
 
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow],
+SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow],
                 print_blob=True)
 
 
