@@ -179,10 +179,10 @@ def predict(net, X, params, backend, check_finite=False):
         return np.ascontiguousarray(out, dtype=params.dtype)
     lay = net.layout
     n = X.shape[0]
-    # chunks of about 1 MB of X, so that the finiteness scan leaves each in cache for
+    # chunks of about 8 MB of X, so that the finiteness scan leaves each in cache for
     # its product; the activations of a chunk bound it too
     x_bytes = max(1, int(lay.units[0]) * params.itemsize)
-    chunk = max(1, min(net.chunk_rows(n), max(64, (1 << 20) // x_bytes)))
+    chunk = max(1, min(net.chunk_rows(n), max(64, (8 << 20) // x_bytes)))
     act_off, size = lay.act_offsets(chunk)
     acts = np.empty(max(size, 1), dtype=params.dtype)
     out = np.empty((n, int(lay.units[-1])), dtype=params.dtype)
