@@ -22,7 +22,13 @@ def _demo(args):
         X / 16.0, y, test_size=0.25, random_state=0, stratify=y
     )
     params = dict(hidden_layer_sizes=(100,), max_iter=args.max_iter, random_state=0)
-    runs = [("pybackprop", lambda: MLPClassifier(**params, callbacks=[ProgressBar(leave=False)]))]
+    try:  # a progress bar when tqdm is there; no per-epoch lines otherwise
+        import tqdm  # noqa: F401
+
+        callbacks = [ProgressBar(leave=False)]
+    except ImportError:
+        callbacks = None
+    runs = [("pybackprop", lambda: MLPClassifier(**params, callbacks=callbacks))]
     if args.compare:
         from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 
