@@ -53,3 +53,14 @@ def make_data(kind, n=300, fmt="dense"):
 def sample_weights(n, seed=0):
     """Positive, uneven sample weights."""
     return np.random.RandomState(seed).uniform(0.2, 3.0, n)
+
+
+def numeric_gradient(f, x, h=1e-6):
+    """Central differences (f(x + h e_i) - f(x - h e_i)) / 2h, coordinate by coordinate."""
+    g = np.empty_like(x)
+    for i in range(x.size):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        g[i] = (f(xp) - f(xm)) / (2 * h)
+    return g

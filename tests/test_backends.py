@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
-from _helpers import make_data, sample_weights
+from _helpers import make_data, numeric_gradient, sample_weights
 from pybackprop import MLPClassifier, MLPRegressor
 from pybackprop._backend import CythonBackend, NumpyBackend
 
@@ -154,16 +154,6 @@ def gradient_setup(task, activation, alpha, weighted, fmt, n=40, n_features=6):
     data = est._make_data(X, Y, sw)  # as _fit_lbfgs builds it
     assert data.dtype == np.float64
     return est, data
-
-
-def numeric_gradient(f, x, h=1e-6):
-    g = np.empty_like(x)
-    for i in range(x.size):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += h
-        xm[i] -= h
-        g[i] = (f(xp) - f(xm)) / (2 * h)
-    return g
 
 
 def assert_gradient_matches(backend, params):

@@ -15,7 +15,7 @@ from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor as SkMLPRegressor
 
-from _helpers import make_data
+from _helpers import make_data, numeric_gradient
 from pybackprop import MLPRegressor
 from pybackprop._backend import BACKENDS
 
@@ -36,16 +36,6 @@ def fitted(cls, X, Y, **params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return cls(**p).fit(X, Y)
-
-
-def numeric_gradient(f, x, h=1e-6):
-    g = np.empty_like(x)
-    for i in range(x.size):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += h
-        xm[i] -= h
-        g[i] = (f(xp) - f(xm)) / (2 * h)
-    return g
 
 
 def rel_err(a, b):
