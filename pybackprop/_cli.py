@@ -1,6 +1,7 @@
 """Command line: ``pybackprop demo | info | bench`` (also ``python -m pybackprop``)."""
 
 import argparse
+import importlib.util
 import os
 import platform
 import subprocess
@@ -22,12 +23,8 @@ def _demo(args):
         X / 16.0, y, test_size=0.25, random_state=0, stratify=y
     )
     params = dict(hidden_layer_sizes=(100,), max_iter=args.max_iter, random_state=0)
-    try:  # a progress bar when tqdm is there; no per-epoch lines otherwise
-        import tqdm  # noqa: F401
-
-        callbacks = [ProgressBar(leave=False)]
-    except ImportError:
-        callbacks = None
+    # a progress bar when tqdm is there; no per-epoch lines otherwise
+    callbacks = [ProgressBar(leave=False)] if importlib.util.find_spec("tqdm") else None
     runs = [("pybackprop", lambda: MLPClassifier(**params, callbacks=callbacks))]
     if args.compare:
         from sklearn.neural_network import MLPClassifier as SkMLPClassifier

@@ -10,10 +10,9 @@ their ``W`` being our ``Wᵀ``, so their ``dW = dz · h_prevᵀ`` is the transpo
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from . import _kernels, _reference
-from ._backend import Data, kernel_input
+from ._backend import BACKENDS, Data
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,6 @@ def trace(est, X, Y, sample_weight, backend):
         loss, S = _kernels.trace(lay.units, lay.coef_off, lay.inter_off, act_off, hidden,
                                  output, loss_code, net.alpha, values, indices, indptr, Yk,
                                  labels, sw, n, params, grads, *bufs)
-        z_buf, h_buf, dh_buf, dz_buf = bufs
         blocks = [
             [buf[o : o + n * w].reshape(n, w) for o, w in zip(act_off, lay.units[1:])]
             for buf in bufs
@@ -132,8 +130,6 @@ def gradient_check(est, X, y, sample_weight=None, *, eps=1e-3, max_params=2000,
     coordinates, drawn with ``random_state``, are checked. Run it in float64: float32
     rounding swamps any finite difference.
     """
-    from ._backend import BACKENDS
-
     X, Y, sample_weight = est._trace_inputs(X, y, sample_weight)
     params = est._params().copy()
     net = est._net()
