@@ -2,8 +2,12 @@
 
 ``PYBACKPROP_DEBUG=1`` at build time turns Cython's bounds and wraparound checks
 back on (and drops -O3) for the whole of csrc/.
+The kernels are built with OpenMP when the compiler takes ``-fopenmp`` (a data-parallel
+epoch splits each batch over the cores); ``PYBACKPROP_OPENMP=0``, or a compiler without
+it, builds them serial.
 """
 import os
+import tempfile
 
 import numpy as np
 from Cython.Build import cythonize
@@ -23,17 +27,45 @@ directives = {
 # never read floating-point exception flags). Neither changes a computed value.
 compile_args = (["-O0", "-g"] if DEBUG else ["-O3"]) + ["-fno-math-errno", "-fno-trapping-math"]
 
+
+
+def openmp_flags():
+    """``["-fopenmp"]`` when a test program compiles and links with it, else []."""
+    if os.environ.get("PYBACKPROP_OPENMP", "1") in ("", "0"):
+        return []
+    from setuptools._distutils.ccompiler import new_compiler
+    from setuptools._distutils.errors import CompileError, LinkError
+    from setuptools._distutils.sysconfig import customize_compiler
+
+    compiler = new_compiler()
+    customize_compiler(compiler)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+        try:
+            objects = compiler.compile([src], output_dir=tmp, extra_postargs=["-fopenmp"])
+            compiler.link_executable(objects, os.path.join(tmp, "omp"),
+                                     extra_postargs=["-fopenmp"])
+        except (CompileError, LinkError):
+            return []
+    return ["-fopenmp"]
+
+
+openmp = openmp_flags()
+
 extensions = [
     Extension(
         "pybackprop._kernels",
         ["csrc/_kernels.pyx"],
         include_dirs=[np.get_include(), "csrc"],
-        extra_compile_args=compile_args,
+        extra_compile_args=compile_args + openmp,
+        extra_link_args=openmp,
         define_macros=[
             ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
             # what `pybackprop info` reports as the build
             ("PB_BUILD_FLAGS", '"%s"' % " ".join(
-                compile_args + ["boundscheck=%s" % DEBUG, "target_clones=x86-64-v3,default"])),
+                compile_args + openmp + ["boundscheck=%s" % DEBUG, "target_clones=x86-64-v3,default"])),
         ],
     ),
 ]

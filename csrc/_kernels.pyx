@@ -35,8 +35,27 @@ from _activations cimport (activate, softmax_rows, multiply_derivative, needs_z,
 
 ctypedef Py_ssize_t intp
 
+from cython.parallel cimport parallel
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
 cdef extern from "Python.h":
     int PyErr_CheckSignals() nogil
+
+cdef extern from "_omp.h" nogil:
+    int PB_HAVE_OPENMP
+    void pb_barrier()
+    int pb_thread_num()
+    int pb_num_threads()
+    int pb_max_threads()
+
+HAVE_OPENMP = bool(PB_HAVE_OPENMP)
+
+
+def max_threads():
+    """Threads a parallel region started from this thread would get (OpenMP's
+    ``omp_get_max_threads``: OMP_NUM_THREADS and threadpoolctl limits count); 1 when
+    built without OpenMP."""
+    return pb_max_threads()
 
 cdef extern from *:
     """
@@ -440,26 +459,26 @@ cdef inline void step_range(floating* params, floating* grads, floating* state_1
                          beta_2, epsilon)
 
 
-cdef double finish_and_step(const Net* net, floating* params, floating* grads,
-                            floating* state_1, floating* state_2, double sw_sum,
-                            int solver, double lr, double momentum, bint nesterov,
-                            double beta_1, double beta_2, double epsilon) noexcept nogil:
-    """The end of a batch: L2 term of the loss (returned), gradient finished and the
-    parameters updated, layer by layer, in one pass."""
-    cdef intp l, n, o
-    cdef double sq = 0
-    for l in range(net.n_layers):
-        n = net.units[l] * net.units[l + 1]
-        o = net.coef_off[l]
-        sq += sum_of_squares(params + o, <int> n)
-        step_range(params + o, grads + o, state_1 + o,
-                   state_2 + o if state_2 != NULL else NULL, n, net.alpha, sw_sum,
-                   solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
-        o = net.inter_off[l]
-        step_range(params + o, grads + o, state_1 + o,
-                   state_2 + o if state_2 != NULL else NULL, net.units[l + 1], 0.0,
+cdef inline void step_slice(const Net* net, floating* params, floating* grads,
+                            floating* state_1, floating* state_2, intp lo, intp hi,
+                            double sw_sum, int solver, double lr, double momentum,
+                            bint nesterov, double beta_1, double beta_2,
+                            double epsilon, double* sq) noexcept nogil:
+    """The end of a batch for parameters [lo, hi) of the flat buffer: the gradient
+    finished and the parameters stepped in one pass. The weights (everything below
+    inter_off[0]) get the L2 term, and their sum of squares (before the step) goes to
+    ``sq``."""
+    cdef intp n_weights = net.inter_off[0], w_hi = min(hi, n_weights), b_lo = max(lo, n_weights)
+    sq[0] = 0
+    if lo < w_hi:
+        sq[0] = sum_of_squares(params + lo, <int> (w_hi - lo))
+        step_range(params + lo, grads + lo, state_1 + lo,
+                   state_2 + lo if state_2 != NULL else NULL, w_hi - lo, net.alpha,
                    sw_sum, solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
-    return 0.5 * net.alpha * sq / sw_sum
+    if b_lo < hi:
+        step_range(params + b_lo, grads + b_lo, state_1 + b_lo,
+                   state_2 + b_lo if state_2 != NULL else NULL, hi - b_lo, 0.0,
+                   sw_sum, solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
 
 
 # ---------------------------------------------------------------------------
@@ -474,45 +493,121 @@ cdef inline const floating* cptr_or_null(const floating[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] > 0 else NULL
 
 
+cdef int signal_due(double* last) noexcept nogil:
+    """check_signals for a parallel region: 1 when a signal handler raised (the
+    exception stays set, to be raised once the region has ended), else 0."""
+    cdef double now = seconds()
+    if now - last[0] < SIGNAL_INTERVAL:
+        return 0
+    last[0] = now
+    with gil:
+        return PyErr_CheckSignals() != 0
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef int _run_epoch(const Net* net, const floating* X, const floating* Y,
-                    const floating* sw, Targets* tg, intp n_rows, intp batch_size,
-                    floating* params, floating* grads, floating* acts, floating* deltas,
-                    floating* xbuf, floating* zs, floating* masks, intp n_params,
-                    int solver, floating* state_1, floating* state_2, double lr,
-                    double momentum, bint nesterov, double beta_1, double beta_2,
-                    double epsilon, intp* t, double* loss_total) except -1 nogil:
-    cdef intp start, m, i, L = net.n_layers
-    cdef double sw_sum, batch_loss, lr_t
-    cdef floating* P = acts + net.act_off[L - 1]
+@cython.cdivision(True)
+cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
+                       const floating* sw, const Targets* tg_all, intp n_rows,
+                       intp batch_size, int n_blocks, floating* params,
+                       floating* grads_all, floating* acts, floating* deltas,
+                       floating* xbuf, floating* zs, floating* masks, intp n_params,
+                       int solver, floating* state_1, floating* state_2, double lr,
+                       double momentum, bint nesterov, double beta_1, double beta_2,
+                       double epsilon, intp* t, intp* off_all, double* parts,
+                       double* total, int* stop) noexcept nogil:
+    """One thread's share of an epoch; every thread of the team runs it.
+
+    Each batch of m rows is cut into B = ``n_blocks`` blocks of rows, block j being
+    rows [m j / B, m (j+1) / B); forward, loss and backward run per block, into the
+    block's own gradient buffer (grads_all + j P) and the block's rows of the shared
+    workspaces. After a barrier, the flat parameter vector is cut into B slices the
+    same way; for each slice the B gradients are summed, in block order, and the
+    slice is stepped. A second barrier, and the next batch reads the new parameters.
+    Thread k of T takes blocks and slices [B k / T, B (k+1) / T), so the arithmetic
+    depends on B only: any number of threads gives the same bits.
+    Thread 0 adds up the batch loss and looks for Ctrl-C; ``stop`` tells the others."""
+    cdef int tid = pb_thread_num(), T = pb_num_threads()
+    cdef int first = n_blocks * tid // T, last = n_blocks * (tid + 1) // T
+    cdef int blk, parity = 0
+    cdef Net mine = net[0]
+    cdef Targets tg = tg_all[0]
+    cdef Targets batch = tg_all[0]
+    cdef intp L = net.n_layers, d = net.units[0]
+    cdef intp* off = off_all + tid * L
+    cdef floating* grads
+    cdef floating* g_other
+    cdef floating* x_rows = NULL
+    cdef intp start = 0, m, r0, rows, l, i, u, lo, hi, steps = t[0]
+    cdef double sw_sum, lr_t, loss_sum, sq_sum
+    cdef double* loss_parts
+    cdef double* sq_parts
     cdef double last_check = seconds()
-    start = 0
+    mine.act_off = off
     while start < n_rows:
         m = min(batch_size, n_rows - start)
-        tg.start = start
-        forward(net, X, tg, m, params, acts, xbuf, P, zs, masks)
-        batch_loss = output_loss(net, tg, m, P, Y, sw, deltas + net.act_off[L - 1])
+        # the parts of this batch; thread 0 reads them after the second barrier, while
+        # the others may already write the next batch's, into the other half
+        loss_parts = parts + parity * 2 * n_blocks
+        sq_parts = loss_parts + n_blocks
+        for blk in range(first, last):
+            r0 = m * blk // n_blocks
+            rows = m * (blk + 1) // n_blocks - r0
+            grads = grads_all + blk * n_params
+            loss_parts[blk] = 0
+            if rows == 0:
+                memset(grads, 0, n_params * sizeof(floating))
+                continue
+            for l in range(L):
+                off[l] = net.act_off[l] + r0 * net.units[l + 1]
+            tg.start = start + r0
+            if xbuf != NULL:
+                x_rows = xbuf + r0 * d
+            forward(&mine, X, &tg, rows, params, acts, x_rows, acts + off[L - 1], zs, masks)
+            loss_parts[blk] = output_loss(&mine, &tg, rows, acts + off[L - 1], Y, sw,
+                                          deltas + off[L - 1])
+            backward(&mine, X, &tg, rows, params, acts, deltas, x_rows, grads, False, zs,
+                     masks, NULL)
+        if T > 1:
+            pb_barrier()
+        batch.start = start
         if sw != NULL:
             sw_sum = 0
             for i in range(m):
-                sw_sum += sw[row_of(tg, i)]
+                sw_sum += sw[row_of(&batch, i)]
         else:
             sw_sum = m
-        backward(net, X, tg, m, params, acts, deltas, xbuf, grads, False, zs, masks, NULL)
         if solver == SGD:
             lr_t = lr
         else:
-            t[0] += 1
-            lr_t = lr * sqrt(1 - pow(beta_2, <double> t[0])) / (1 - pow(beta_1, <double> t[0]))
-        batch_loss = batch_loss / sw_sum + finish_and_step(
-            net, params, grads, state_1, state_2, sw_sum, solver, lr_t, momentum,
-            nesterov, beta_1, beta_2, epsilon)
-        loss_total[0] += batch_loss * m
-        if check_signals(&last_check) < 0:
-            return -1
+            steps += 1
+            lr_t = lr * sqrt(1 - pow(beta_2, <double> steps)) / (1 - pow(beta_1, <double> steps))
+        for blk in range(first, last):
+            lo = n_params * blk // n_blocks
+            hi = n_params * (blk + 1) // n_blocks
+            for u in range(1, n_blocks):
+                g_other = grads_all + u * n_params
+                for i in range(lo, hi):
+                    grads_all[i] += g_other[i]
+            step_slice(net, params, grads_all, state_1, state_2, lo, hi, sw_sum, solver,
+                       lr_t, momentum, nesterov, beta_1, beta_2, epsilon, &sq_parts[blk])
+        if tid == 0 and signal_due(&last_check):
+            stop[0] = 1
+        if T > 1:
+            pb_barrier()
+        if tid == 0:
+            loss_sum = 0
+            sq_sum = 0
+            for blk in range(n_blocks):
+                loss_sum += loss_parts[blk]
+                sq_sum += sq_parts[blk]
+            total[0] += (loss_sum / sw_sum + 0.5 * net.alpha * sq_sum / sw_sum) * m
+        if stop[0]:
+            break
+        parity = 1 - parity
         start += batch_size
-    return 0
+    if tid == 0:
+        t[0] = steps
 
 
 def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,
@@ -525,7 +620,8 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
               const double[::1] keep, unsigned long long seed, floating[::1] masks,
               int solver, floating[::1] state_1, floating[::1] state_2,
               double lr, double momentum, bint nesterov,
-              double beta_1, double beta_2, double epsilon, intp[::1] step_count):
+              double beta_1, double beta_2, double epsilon, intp[::1] step_count,
+              int n_blocks=1, int n_threads=1):
     """One epoch of minibatch updates over ``rows`` (or rows 0..n_rows-1 when empty).
 
     ``zs`` (z of every layer) is needed when an activation's derivative reads z;
@@ -534,6 +630,11 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     advanced in place with every step. Returns the sum over batches of
     batch_loss * batch_rows. Raises KeyboardInterrupt between batches on Ctrl-C, with
     the batches already done applied (and counted). Shapes are checked by the caller.
+
+    Each batch is cut into ``n_blocks`` blocks of rows, whose gradients are summed
+    (``grads`` holds n_blocks buffers, one after the other), and ``n_threads`` OpenMP
+    threads share the blocks; the result depends on n_blocks, not on n_threads.
+    Dropout (whose random stream runs through the batch in order) needs one block.
     """
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
                             alpha, indices, indptr)
@@ -541,20 +642,46 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     cdef double total = 0
     cdef unsigned long long rng = seed
     cdef floating* mask_ptr = NULL
+    cdef intp* off_all
+    cdef double* parts
+    cdef int stop = 0
+    if n_blocks < 1 or n_threads < 1:
+        raise ValueError("n_blocks and n_threads must be at least 1")
+    n_threads = min(n_threads, n_blocks)
+    if grads.shape[0] < n_blocks * params.shape[0]:
+        raise ValueError("grads holds fewer than n_blocks gradient buffers")
     if keep.shape[0] > 0:
+        if n_blocks > 1:
+            raise ValueError("dropout needs n_blocks=1")
         net.keep = &keep[0]
         net.rng = &rng
         mask_ptr = &masks[0]
     tg.rows = &rows[0] if rows.shape[0] > 0 else NULL
     tg.start = 0
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
-    with nogil:
-        _run_epoch(&net, &X[0], cptr_or_null(Y), cptr_or_null(sw), &tg, n_rows, batch_size,
-                   &params[0], &grads[0], &acts[0], &deltas[0], ptr_or_null(xbuf),
-                   ptr_or_null(zs), mask_ptr, params.shape[0], solver,
-                   &state_1[0], ptr_or_null(state_2),
-                   lr, momentum, nesterov, beta_1, beta_2, epsilon, &step_count[0], &total)
+    off_all = <intp*> PyMem_Malloc(n_threads * net.n_layers * sizeof(intp))
+    parts = <double*> PyMem_Malloc(4 * n_blocks * sizeof(double))
+    try:
+        if off_all == NULL or parts == NULL:
+            raise MemoryError()
+        with nogil, parallel(num_threads=n_threads):
+            _epoch_share(&net, &X[0], cptr_or_null(Y), cptr_or_null(sw), &tg, n_rows,
+                         batch_size, n_blocks, &params[0], &grads[0], &acts[0],
+                         &deltas[0], ptr_or_null(xbuf), ptr_or_null(zs), mask_ptr,
+                         params.shape[0], solver, &state_1[0], ptr_or_null(state_2), lr,
+                         momentum, nesterov, beta_1, beta_2, epsilon, &step_count[0],
+                         off_all, parts, &total, &stop)
+    finally:
+        PyMem_Free(off_all)
+        PyMem_Free(parts)
+    if stop:
+        raise_pending()
     return total
+
+
+cdef int raise_pending() except -1:
+    """Raise the exception a signal handler left set inside a parallel region."""
+    return -1
 
 
 @cython.boundscheck(False)

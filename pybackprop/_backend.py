@@ -105,9 +105,11 @@ class CythonBackend:
     """Workspaces allocated once per fit; every epoch and every L-BFGS evaluation
     reuses them."""
 
-    def __init__(self, net, data, batch_rows):
+    def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1):
         self.net = net
         self.data = data
+        self.n_blocks = n_blocks
+        self.n_threads = n_threads
         lay = net.layout
         self.rows = batch_rows
         self.act_off, size = lay.act_offsets(batch_rows)
@@ -115,7 +117,8 @@ class CythonBackend:
         self.deltas = np.empty(max(size, 1), dtype=data.dtype)
         dense = not sp.issparse(data.X)
         self.xbuf = np.empty(batch_rows * int(lay.units[0]) if dense else 0, dtype=data.dtype)
-        self.grads = np.empty(lay.n_params, dtype=data.dtype)
+        # one gradient buffer per block of a batch (see _threads.fit_split)
+        self.grads = np.empty(lay.n_params * n_blocks, dtype=data.dtype)
         empty = np.empty(0, dtype=data.dtype)
         self.zs = np.empty(max(size, 1), dtype=data.dtype) if net.needs_z else empty
         self.masks = np.empty(max(size, 1), dtype=data.dtype) if net.keep.size else empty
@@ -142,6 +145,7 @@ class CythonBackend:
                 opt.learning_rate_init if opt.kind == 1 else opt.learning_rate,
                 getattr(opt, "momentum", 0.0), nesterov, getattr(opt, "beta_1", 0.0),
                 getattr(opt, "beta_2", 0.0), getattr(opt, "epsilon", 0.0), steps,
+                self.n_blocks, self.n_threads,
             )
         finally:
             opt.t = int(steps[0])
@@ -154,7 +158,7 @@ class CythonBackend:
 
 
 class NumpyBackend:
-    def __init__(self, net, data, batch_rows):
+    def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1):
         self.net = net
         self.data = data
 

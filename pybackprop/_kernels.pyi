@@ -56,6 +56,8 @@ class _RunEpoch(Protocol):
         beta_2: float,
         epsilon: float,
         step_count: NDArray[np.intp],
+        n_blocks: int = ...,
+        n_threads: int = ...,
     ) -> float:
         """One epoch of minibatch updates; returns Σ batch_loss · batch_rows."""
     def __getitem__(self, key: _Specialisation) -> _RunEpoch: ...
@@ -145,3 +147,7 @@ predict: _Predict
 trace: _Trace
 
 BUILD_FLAGS: str
+HAVE_OPENMP: bool
+
+def max_threads() -> int:
+    """Threads a parallel region started from this thread would get."""

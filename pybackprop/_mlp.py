@@ -36,7 +36,7 @@ from . import __version__, _backend, _reference
 from ._backend import BACKENDS, Data, Net
 from ._layout import HIDDEN_ACTIVATIONS, Layout
 from ._optim import AdamState, SGDState
-from ._threads import blas_threads_for
+from ._threads import blas_threads_for, fit_split
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 # scipy >= 1.15 deprecates L-BFGS-B's ``iprint``
@@ -464,10 +464,11 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
         net = self._net(training=True)
         data = self._make_data(X, y, sample_weight)
-        backend = BACKENDS[self.backend](net, data, batch_size)
         dropout = bool(net.dropout.any())
+        n_blocks, n_threads = fit_split(batch_size, dropout)
+        backend = BACKENDS[self.backend](net, data, batch_size, n_blocks, n_threads)
         sample_idx = np.arange(n_train, dtype=int)
-        with blas_threads_for(self._layout.units, batch_size):
+        with blas_threads_for(self._layout.units, batch_size, n_threads):
             self._epochs(backend, optimizer, params, random_state, dropout, sample_idx,
                          train_idx, n_train, batch_size, early_stopping, X_val, y_val,
                          Y_val, sw_val, incremental)

@@ -1,4 +1,5 @@
-"""How many BLAS threads a fit's products get.
+"""How many threads a fit runs on: OpenMP threads splitting each batch, and BLAS
+threads inside each product.
 
 OpenBLAS splits a product over its threads and then waits for them, spinning. For the
 small products of a minibatch (a 200 × 64 × 100 product takes tens of microseconds)
@@ -10,9 +11,12 @@ small runs its products on one thread; larger products keep BLAS's own threading
 """
 
 import contextlib
+import os
 import threading
 
 from threadpoolctl import OpenBLASController, ThreadpoolController
+
+from . import _kernels
 
 # below this many flops in the largest product of a batch, BLAS gets one thread
 SMALL_PRODUCT_FLOPS = 8e6
@@ -49,9 +53,12 @@ def _one_blas_thread():
                     clear()
 
 
-def blas_threads_for(units, rows):
-    """Context: BLAS limited to one thread when every product of a ``rows``-row batch
-    through layers ``units`` is small; otherwise nothing changes."""
+def blas_threads_for(units, rows, n_threads=1):
+    """Context: BLAS limited to one thread when batches are split over ``n_threads`` > 1
+    threads, or when every product of a ``rows``-row batch through layers ``units`` is
+    small; otherwise nothing changes."""
+    if n_threads > 1:
+        return _one_blas_thread()
     largest = max(2.0 * rows * a * b for a, b in zip(units[:-1], units[1:]))
     if largest >= SMALL_PRODUCT_FLOPS or threading.current_thread() is not threading.main_thread():
         # BLAS's thread count is one number for the whole process: fits running in
@@ -59,3 +66,53 @@ def blas_threads_for(units, rows):
         # when fits in two threads overlapped: tests/test_threads_memory.py)
         return contextlib.nullcontext()
     return _one_blas_thread()
+
+
+# fewest rows in a block of a batch (see fit_split)
+MIN_ROWS_PER_BLOCK = 8
+# None: decide per fit; an int: that many blocks for every fit that can split
+# (tests and benchmarks compare the two ways with it)
+FORCE_BLOCKS = None
+
+_forked = False
+
+
+def _after_fork_in_child():
+    # GNU OpenMP's thread pool does not survive fork(): a forked child that started a
+    # parallel region could wait forever on threads that are not there
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def usable_cores():
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def fit_split(rows, dropout):
+    """``(n_blocks, n_threads)`` for a fit with ``rows``-row batches.
+
+    Each batch is cut into n_blocks blocks of rows (one per usable core, each of at
+    least MIN_ROWS_PER_BLOCK rows; one with dropout, whose random stream runs through
+    the batch in order), and n_threads OpenMP threads share them. The blocks fix the
+    arithmetic, so a fit gives the same bits on any number of threads: a fit in the
+    main thread takes OpenMP's thread count (OMP_NUM_THREADS and threadpoolctl's
+    "openmp" limit count); fits in other threads, which could oversubscribe the cores,
+    and fits in a forked child run their blocks on one thread."""
+    if dropout:
+        return 1, 1
+    if FORCE_BLOCKS is not None:
+        blocks = max(1, min(int(FORCE_BLOCKS), rows))
+    else:
+        blocks = max(1, min(usable_cores(), rows // MIN_ROWS_PER_BLOCK))
+    if (_forked or not _kernels.HAVE_OPENMP
+            or threading.current_thread() is not threading.main_thread()):
+        return blocks, 1
+    return blocks, max(1, min(blocks, _kernels.max_threads()))

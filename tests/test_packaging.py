@@ -25,11 +25,15 @@ def stub_tree():
 
 
 def test_stub_declares_every_public_kernel():
-    declared = {node.target.id for node in stub_tree().body if isinstance(node, ast.AnnAssign)}
+    tree = stub_tree()
+    declared = {node.target.id for node in tree.body if isinstance(node, ast.AnnAssign)}
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     public = {name for name in vars(_kernels) if not name.startswith("_")
               and callable(getattr(_kernels, name))}
-    assert declared - {"BUILD_FLAGS"} == public == set(KERNELS)
+    assert declared - {"BUILD_FLAGS", "HAVE_OPENMP"} == public - functions == set(KERNELS)
+    assert functions == {"max_threads"} and functions <= public
     assert "BUILD_FLAGS" in declared and isinstance(_kernels.BUILD_FLAGS, str)
+    assert "HAVE_OPENMP" in declared and isinstance(_kernels.HAVE_OPENMP, bool)
 
 
 @pytest.mark.parametrize("kernel", list(KERNELS))

@@ -1,0 +1,24 @@
+/* The little of OpenMP that the data-parallel epoch uses, with serial stand-ins when
+ * the extension is built without it (then every fit runs on one thread).
+ *
+ * pb_barrier() is an orphaned `omp barrier`: called from a function that runs inside
+ * a parallel region, it binds to that region's team. */
+#ifndef PYBACKPROP_OMP_H
+#define PYBACKPROP_OMP_H
+
+#ifdef _OPENMP
+#include <omp.h>
+#define PB_HAVE_OPENMP 1
+#define pb_barrier() _Pragma("omp barrier")
+static inline int pb_thread_num(void) { return omp_get_thread_num(); }
+static inline int pb_num_threads(void) { return omp_get_num_threads(); }
+static inline int pb_max_threads(void) { return omp_get_max_threads(); }
+#else
+#define PB_HAVE_OPENMP 0
+#define pb_barrier() ((void)0)
+static inline int pb_thread_num(void) { return 0; }
+static inline int pb_num_threads(void) { return 1; }
+static inline int pb_max_threads(void) { return 1; }
+#endif
+
+#endif

@@ -1,0 +1,214 @@
+"""Batches cut into blocks of rows and shared by OpenMP threads (_threads.fit_split).
+
+The blocks fix the arithmetic: a fit must give the same bits on one thread or many,
+in the main thread or another, and agree with the one-block epoch and the NumPy
+reference to rounding.
+"""
+
+import multiprocessing
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
+
+from pybackprop import MLPClassifier, MLPRegressor, _kernels, _threads
+from pybackprop._backend import CythonBackend, Data, Net
+from pybackprop._layout import Layout
+
+rng = np.random.RandomState(0)
+X = rng.normal(size=(203, 7))
+y_multi = rng.randint(0, 4, size=203)
+y_bin = (X[:, 0] > 0).astype(int)
+y_multilabel = (X[:, :3] > 0).astype(int)
+y_reg = np.c_[np.sin(X[:, 0]), X[:, 1] ** 2]
+sw = rng.uniform(0.2, 2.0, size=203)
+
+CASES = {
+    "multiclass-adam": (MLPClassifier, y_multi, dict()),
+    "binary-sgd-nesterov": (MLPClassifier, y_bin, dict(solver="sgd", momentum=0.9)),
+    "multilabel-tanh": (MLPClassifier, y_multilabel, dict(activation="tanh")),
+    "regression-two-layers": (MLPRegressor, y_reg, dict(hidden_layer_sizes=(9, 6))),
+    "gelu-needs-z": (MLPClassifier, y_multi, dict(activation="gelu")),
+    "float32": (MLPClassifier, y_multi, dict(dtype=np.float32)),
+    "batch-not-dividing": (MLPClassifier, y_multi, dict(batch_size=50)),
+    "alpha-strong": (MLPRegressor, y_reg, dict(alpha=0.3)),
+}
+
+
+@pytest.fixture
+def blocks():
+    """Set the number of blocks for the fits in a test; restored afterwards."""
+    saved = _threads.FORCE_BLOCKS
+
+    def set_blocks(n):
+        _threads.FORCE_BLOCKS = n
+
+    yield set_blocks
+    _threads.FORCE_BLOCKS = saved
+
+
+def fit(cls, y, kwargs, sample_weight=None, X_fit=X, max_iter=4):
+    kwargs = dict(kwargs)
+    dtype = kwargs.pop("dtype", np.float64)
+    est = cls(hidden_layer_sizes=kwargs.pop("hidden_layer_sizes", (11,)), random_state=1,
+              max_iter=max_iter, tol=0, n_iter_no_change=10**6, batch_size=kwargs.pop(
+                  "batch_size", 64), **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X_fit.astype(dtype), y, sample_weight=sample_weight)
+    return est
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_blocks_agree_with_one_block_and_numpy(case, weighted, blocks):
+    cls, y, kwargs = CASES[case]
+    weights = sw if weighted else None
+    blocks(1)
+    one = fit(cls, y, kwargs, weights)
+    ref = fit(cls, y, dict(kwargs, backend="numpy"), weights)
+    tol = 1e-4 if kwargs.get("dtype") == np.float32 else 1e-10
+    for n in (2, 3, 5):
+        blocks(n)
+        got = fit(cls, y, kwargs, weights)
+        assert_allclose(got._flat_params, one._flat_params, rtol=tol, atol=tol)
+        assert_allclose(got._flat_params, ref._flat_params, rtol=tol, atol=tol)
+        assert_allclose(got.loss_curve_, one.loss_curve_, rtol=tol)
+
+
+def test_blocks_agree_with_one_block_on_sparse_input(blocks):
+    Xs = sp.random(203, 40, density=0.1, format="csr", random_state=3)
+    blocks(1)
+    one = fit(MLPClassifier, y_multi, {}, X_fit=Xs)
+    blocks(2)
+    two = fit(MLPClassifier, y_multi, {}, X_fit=Xs)
+    assert_allclose(two._flat_params, one._flat_params, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_same_bits_on_any_number_of_threads(case, blocks):
+    """Three blocks on two threads (uneven shares), on one thread, and in a thread
+    that is not the main one: bitwise the same model and loss curve."""
+    cls, y, kwargs = CASES[case]
+    blocks(3)
+    many = fit(cls, y, kwargs, sw)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert _threads.fit_split(64, False) == (3, 1)
+        single = fit(cls, y, kwargs, sw)
+    box = []
+    worker = threading.Thread(target=lambda: box.append(fit(cls, y, kwargs, sw)))
+    worker.start()
+    worker.join()
+    for other in (single, box[0]):
+        assert_array_equal(other._flat_params, many._flat_params)
+        assert other.loss_curve_ == many.loss_curve_
+
+
+def test_last_batch_smaller_than_the_number_of_blocks(blocks):
+    """203 rows in batches of 101: the last batch has 1 row, fewer than the blocks;
+    the empty blocks must add nothing."""
+    blocks(4)
+    got = fit(MLPClassifier, y_multi, dict(batch_size=101), max_iter=3)
+    ref = fit(MLPClassifier, y_multi, dict(batch_size=101, backend="numpy"), max_iter=3)
+    assert_allclose(got._flat_params, ref._flat_params, rtol=1e-10, atol=1e-12)
+    assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-10)
+
+
+def test_partial_fit_same_bits_in_main_and_worker_thread(blocks):
+    blocks(2)
+    a = MLPClassifier(hidden_layer_sizes=(10,), random_state=0, batch_size=40)
+    b = MLPClassifier(hidden_layer_sizes=(10,), random_state=0, batch_size=40)
+    for _ in range(3):
+        a.partial_fit(X, y_multi, classes=np.arange(4))
+        worker = threading.Thread(target=b.partial_fit, args=(X, y_multi),
+                                  kwargs=dict(classes=np.arange(4)))
+        worker.start()
+        worker.join()
+    assert_array_equal(a._flat_params, b._flat_params)
+
+
+def test_fit_split_rules(blocks):
+    cores = _threads.usable_cores()
+    blocks(None)
+    assert _threads.fit_split(200, dropout=True) == (1, 1)
+    assert _threads.fit_split(7, dropout=False) == (1, 1)
+    n_blocks, n_threads = _threads.fit_split(200, dropout=False)
+    assert n_blocks == min(cores, 200 // _threads.MIN_ROWS_PER_BLOCK)
+    assert 1 <= n_threads <= n_blocks
+    if _kernels.HAVE_OPENMP:
+        assert n_threads == min(n_blocks, _kernels.max_threads())
+    box = []
+    worker = threading.Thread(target=lambda: box.append(_threads.fit_split(200, False)))
+    worker.start()
+    worker.join()
+    assert box[0] == (n_blocks, 1)
+
+
+def test_max_threads_follows_threadpoolctl():
+    if not _kernels.HAVE_OPENMP:
+        assert _kernels.max_threads() == 1
+        return
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert _kernels.max_threads() == 1
+
+
+def _fit_in_child(queue):
+    est = MLPClassifier(hidden_layer_sizes=(10,), random_state=0, max_iter=3, batch_size=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y_multi)
+    queue.put((_threads.fit_split(64, False), est._flat_params))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                    reason="no fork() here")
+def test_fit_in_forked_child_after_parallel_fits(blocks):
+    """GNU OpenMP's threads do not survive fork(): a child forked after parallel fits
+    must fit on one thread (same bits), not wait forever on a parallel region."""
+    blocks(None)
+    parent = MLPClassifier(hidden_layer_sizes=(10,), random_state=0, max_iter=3,
+                           batch_size=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        parent.fit(X, y_multi)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_fit_in_child, args=(queue,))
+    child.start()
+    split, params = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    blocks_parent, _ = _threads.fit_split(64, False)
+    assert split == (blocks_parent, 1)
+    assert_array_equal(params, parent._flat_params)
+
+
+def _backend(n_blocks, keep=None):
+    lay = Layout([7, 5, 4])
+    net = Net(lay, "relu", "softmax", "log_loss", 1e-4,
+              dropout=None if keep is None else [1 - keep])
+    Y = np.eye(4)[y_multi]
+    data = Data(X, Y, None, True, np.float64)
+    return lay, net, CythonBackend(net, data, 64, n_blocks=n_blocks)
+
+
+def test_kernel_rejects_too_few_gradient_buffers_and_split_dropout():
+    from pybackprop._optim import AdamState
+
+    lay, net, backend = _backend(1)
+    params = np.random.RandomState(0).normal(size=lay.n_params) * 0.1
+    opt = AdamState(lay.n_params, np.float64, 1e-3, 0.9, 0.999, 1e-8)
+    backend.n_blocks = 2  # one buffer allocated, two asked for
+    with pytest.raises(ValueError, match="fewer than n_blocks gradient buffers"):
+        backend.run_epoch(params, None, 203, 64, opt)
+    lay, net, backend = _backend(2, keep=0.5)
+    with pytest.raises(ValueError, match="dropout needs n_blocks=1"):
+        backend.run_epoch(params, None, 203, 64, opt, seed=1)
+    backend.n_threads = 0
+    with pytest.raises(ValueError, match="at least 1"):
+        backend.run_epoch(params, None, 203, 64, opt, seed=1)
