@@ -68,14 +68,16 @@ cdef extern from *:
 BUILD_FLAGS = PB_BUILD_FLAGS.decode()
 
 cdef extern from "_loops.h" nogil:
-    void pb_sgd_step(double* p, double* g, double* vel, Py_ssize_t n, double alpha,
-                     double S, double lr, double mu, int nesterov)
-    void pb_sgd_stepf(float* p, float* g, float* vel, Py_ssize_t n, float alpha,
-                      float S, float lr, float mu, int nesterov)
-    void pb_adam_step(double* p, double* g, double* m, double* v, Py_ssize_t n,
-                      double alpha, double S, double lr_t, double b1, double b2, double eps)
-    void pb_adam_stepf(float* p, float* g, float* m, float* v, Py_ssize_t n,
-                       float alpha, float S, float lr_t, float b1, float b2, float eps)
+    void pb_sgd_step(double* p, const double* g, const double* g2, double* vel,
+                     Py_ssize_t n, double alpha, double S, double lr, double mu, int nesterov)
+    void pb_sgd_stepf(float* p, const float* g, const float* g2, float* vel, Py_ssize_t n,
+                      float alpha, float S, float lr, float mu, int nesterov)
+    void pb_adam_step(double* p, const double* g, const double* g2, double* m, double* v,
+                      Py_ssize_t n, double alpha, double S, double lr_t, double b1,
+                      double b2, double eps)
+    void pb_adam_stepf(float* p, const float* g, const float* g2, float* m, float* v,
+                       Py_ssize_t n, float alpha, float S, float lr_t, float b1, float b2,
+                       float eps)
 
 cdef enum:
     SQUARED_ERROR = 0
@@ -435,50 +437,55 @@ cdef double finish_gradient(const Net* net, const floating* params, floating* gr
 # optimizer steps over the flat buffers
 
 
-cdef inline void step_range(floating* params, floating* grads, floating* state_1,
+cdef inline void step_range(floating* params, const floating* grads,
+                            const floating* grads_2, floating* state_1,
                             floating* state_2, intp n, double alpha, double sw_sum,
                             int solver, double lr, double momentum, bint nesterov,
                             double beta_1, double beta_2, double epsilon) noexcept nogil:
-    """For n parameters: g := (g + α w) / S, then
+    """For n parameters: g := (g + g2 + α w) / S (g2: ``grads_2``, or 0 when NULL), then
     SGD:  v := μ v - η g;  w += v, or with Nesterov w += μ v - η g;
     Adam: m := β1 m + (1-β1) g;  v := β2 v + (1-β2) g²;  w -= η_t m / (√v + ε)
     (``lr`` is η, or Adam's bias-corrected η_t). One fused loop, in _loops.h."""
     if solver == SGD:
         if floating is float:
-            pb_sgd_stepf(params, grads, state_1, n, <float> alpha, <float> sw_sum,
-                         <float> lr, <float> momentum, nesterov)
+            pb_sgd_stepf(params, grads, grads_2, state_1, n, <float> alpha,
+                         <float> sw_sum, <float> lr, <float> momentum, nesterov)
         else:
-            pb_sgd_step(params, grads, state_1, n, alpha, sw_sum, lr, momentum, nesterov)
+            pb_sgd_step(params, grads, grads_2, state_1, n, alpha, sw_sum, lr, momentum,
+                        nesterov)
     else:
         if floating is float:
-            pb_adam_stepf(params, grads, state_1, state_2, n, <float> alpha,
+            pb_adam_stepf(params, grads, grads_2, state_1, state_2, n, <float> alpha,
                           <float> sw_sum, <float> lr, <float> beta_1, <float> beta_2,
                           <float> epsilon)
         else:
-            pb_adam_step(params, grads, state_1, state_2, n, alpha, sw_sum, lr, beta_1,
-                         beta_2, epsilon)
+            pb_adam_step(params, grads, grads_2, state_1, state_2, n, alpha, sw_sum, lr,
+                         beta_1, beta_2, epsilon)
 
 
-cdef inline void step_slice(const Net* net, floating* params, floating* grads,
-                            floating* state_1, floating* state_2, intp lo, intp hi,
-                            double sw_sum, int solver, double lr, double momentum,
-                            bint nesterov, double beta_1, double beta_2,
-                            double epsilon, double* sq) noexcept nogil:
+cdef inline void step_slice(const Net* net, floating* params, const floating* grads,
+                            const floating* grads_2, floating* state_1,
+                            floating* state_2, intp lo, intp hi, double sw_sum,
+                            int solver, double lr, double momentum, bint nesterov,
+                            double beta_1, double beta_2, double epsilon,
+                            double* sq) noexcept nogil:
     """The end of a batch for parameters [lo, hi) of the flat buffer: the gradient
-    finished and the parameters stepped in one pass. The weights (everything below
-    inter_off[0]) get the L2 term, and their sum of squares (before the step) goes to
-    ``sq``."""
+    ``grads`` (+ ``grads_2`` unless NULL) finished and the parameters stepped in one
+    pass. The weights (everything below inter_off[0]) get the L2 term, and their sum
+    of squares (before the step) goes to ``sq``."""
     cdef intp n_weights = net.inter_off[0], w_hi = min(hi, n_weights), b_lo = max(lo, n_weights)
     sq[0] = 0
     if lo < w_hi:
         sq[0] = sum_of_squares(params + lo, <int> (w_hi - lo))
-        step_range(params + lo, grads + lo, state_1 + lo,
-                   state_2 + lo if state_2 != NULL else NULL, w_hi - lo, net.alpha,
-                   sw_sum, solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
+        step_range(params + lo, grads + lo, grads_2 + lo if grads_2 != NULL else NULL,
+                   state_1 + lo, state_2 + lo if state_2 != NULL else NULL, w_hi - lo,
+                   net.alpha, sw_sum, solver, lr, momentum, nesterov, beta_1, beta_2,
+                   epsilon)
     if b_lo < hi:
-        step_range(params + b_lo, grads + b_lo, state_1 + b_lo,
-                   state_2 + b_lo if state_2 != NULL else NULL, hi - b_lo, 0.0,
-                   sw_sum, solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
+        step_range(params + b_lo, grads + b_lo,
+                   grads_2 + b_lo if grads_2 != NULL else NULL, state_1 + b_lo,
+                   state_2 + b_lo if state_2 != NULL else NULL, hi - b_lo, 0.0, sw_sum,
+                   solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
 
 
 # ---------------------------------------------------------------------------
@@ -583,14 +590,18 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
             steps += 1
             lr_t = lr * sqrt(1 - pow(beta_2, <double> steps)) / (1 - pow(beta_1, <double> steps))
         for blk in range(first, last):
+            # slice blk of the gradient: ((g_0 + g_2) + g_3 ...) + g_1, the last sum
+            # fused into the step
             lo = n_params * blk // n_blocks
             hi = n_params * (blk + 1) // n_blocks
-            for u in range(1, n_blocks):
+            for u in range(2, n_blocks):
                 g_other = grads_all + u * n_params
                 for i in range(lo, hi):
                     grads_all[i] += g_other[i]
-            step_slice(net, params, grads_all, state_1, state_2, lo, hi, sw_sum, solver,
-                       lr_t, momentum, nesterov, beta_1, beta_2, epsilon, &sq_parts[blk])
+            step_slice(net, params, grads_all,
+                       grads_all + n_params if n_blocks > 1 else NULL, state_1, state_2,
+                       lo, hi, sw_sum, solver, lr_t, momentum, nesterov, beta_1, beta_2,
+                       epsilon, &sq_parts[blk])
         if tid == 0 and signal_due(&last_check):
             stop[0] = 1
         if T > 1:
