@@ -632,7 +632,7 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
               int solver, floating[::1] state_1, floating[::1] state_2,
               double lr, double momentum, bint nesterov,
               double beta_1, double beta_2, double epsilon, intp[::1] step_count,
-              int n_blocks=1, int n_threads=1):
+              int n_blocks=1, int n_threads=1, floating[::1] split_ws=None):
     """One epoch of minibatch updates over ``rows`` (or rows 0..n_rows-1 when empty).
 
     ``zs`` (z of every layer) is needed when an activation's derivative reads z;
@@ -646,6 +646,8 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     (``grads`` holds n_blocks buffers, one after the other), and ``n_threads`` OpenMP
     threads share the blocks; the result depends on n_blocks, not on n_threads.
     Dropout (whose random stream runs through the batch in order) needs one block.
+    With ``split_ws`` (not None, of length ``unit_split_size(...)``), a net with one
+    hidden layer and dense X is cut by hidden units into n_blocks blocks instead.
     """
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
                             alpha, indices, indptr)
@@ -670,6 +672,11 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     tg.rows = &rows[0] if rows.shape[0] > 0 else NULL
     tg.start = 0
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
+    if split_ws is not None:
+        return run_unit_split(&net, X, Y, sw, &tg, n_rows, batch_size, n_blocks,
+                              n_threads, params, split_ws, solver, state_1, state_2, lr,
+                              momentum, nesterov, beta_1, beta_2, epsilon, step_count,
+                              mask_ptr != NULL)
     off_all = <intp*> PyMem_Malloc(n_threads * net.n_layers * sizeof(intp))
     parts = <double*> PyMem_Malloc(4 * n_blocks * sizeof(double))
     try:
@@ -690,9 +697,323 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     return total
 
 
+cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] Y,
+                           const floating[::1] sw, Targets* tg, intp n_rows,
+                           intp batch_size, int n_blocks, int n_threads,
+                           floating[::1] params, floating[::1] ws, int solver,
+                           floating[::1] state_1, floating[::1] state_2, double lr,
+                           double momentum, bint nesterov, double beta_1, double beta_2,
+                           double epsilon, intp[::1] step_count, bint dropout):
+    """run_epoch's path for a one-hidden-layer net cut by hidden units."""
+    cdef double total = 0
+    cdef double* sq_parts
+    cdef int stop[2]
+    if net.n_layers != 2 or net.sparse or dropout:
+        raise ValueError("cutting by hidden units needs one hidden layer, dense X and "
+                         "no dropout")
+    if n_blocks > net.units[1]:
+        raise ValueError("more blocks than hidden units")
+    if ws.shape[0] < unit_split_size(net.units[0], net.units[1], net.units[2], batch_size,
+                                     n_blocks, n_threads, needs_z(net.hidden[0])):
+        raise ValueError("split_ws is smaller than unit_split_size()")
+    stop[0] = 0
+    stop[1] = 0
+    sq_parts = <double*> PyMem_Malloc(2 * n_blocks * sizeof(double))
+    if sq_parts == NULL:
+        raise MemoryError()
+    try:
+        with nogil, parallel(num_threads=n_threads):
+            _unit_share(net, &X[0], cptr_or_null(Y), cptr_or_null(sw), tg, n_rows,
+                        batch_size, n_blocks, &params[0], &ws[0], solver, &state_1[0],
+                        ptr_or_null(state_2), lr, momentum, nesterov, beta_1, beta_2,
+                        epsilon, &step_count[0], sq_parts, &total, stop)
+    finally:
+        PyMem_Free(sq_parts)
+    if stop[0] or stop[1]:
+        raise_pending()
+    return total
+
+
 cdef int raise_pending() except -1:
     """Raise the exception a signal handler left set inside a parallel region."""
     return -1
+
+
+# ---------------------------------------------------------------------------
+# one hidden layer: the batch whole, the hidden units cut into blocks
+#
+# A net x -> h (H units) -> out (k) is cut by hidden units instead of rows: block j of
+# B owns units [H j / B, H (j+1) / B), i.e. columns of W_1 and b_1 and rows of W_2.
+# Its forward pass gives its part of the output, h_j @ W2_j; the parts are summed in
+# block order (the only exchange between threads: m x k values per batch), every
+# thread then computes the same softmax, loss and dz, and each block runs its own
+# backward pass and steps its own parameters, which it keeps, with their optimizer
+# state, packed in its workspace for the whole epoch. b_2 (and its state) is kept and
+# stepped alike by every thread. One barrier per batch.
+
+
+cdef inline intp pad16(intp n) noexcept nogil:
+    """n rounded up to 16 values (64 bytes of floats): workspace parts of different
+    threads never share a cache line."""
+    return (n + 15) & ~(<intp> 15)
+
+
+cdef inline intp units_of(intp H, int B, int j) noexcept nogil:
+    return H * (j + 1) // B - H * j // B
+
+
+cdef inline intp unit_block_size(intp d, intp Hj, intp k, intp m, bint with_z) noexcept nogil:
+    """Values of block j's workspace: parameters [W1_j | W2_j | b1_j], their gradient
+    and two optimizer states; h_j, dh_j (and z_j); its output part, twice."""
+    return (4 * pad16(d * Hj + Hj * k + Hj) + pad16(m * Hj) * (3 if with_z else 2)
+            + 2 * pad16(m * k))
+
+
+cdef inline intp unit_thread_size(intp d, intp k, intp m) noexcept nogil:
+    """Values of a thread's workspace: the batch's rows of X, the output and dz, and
+    b_2 with its gradient and two states."""
+    return pad16(m * d) + 2 * pad16(m * k) + 4 * pad16(k)
+
+
+def unit_split_size(intp d, intp H, intp k, intp batch_rows, int n_blocks,
+                    int n_threads, bint with_z):
+    """Length of the workspace ``run_epoch`` needs to cut a one-hidden-layer net's
+    H units into n_blocks blocks run by up to n_threads threads."""
+    cdef intp total = 0
+    cdef int j
+    for j in range(n_blocks):
+        total += unit_block_size(d, units_of(H, n_blocks, j), k, batch_rows, with_z)
+    return total + n_threads * unit_thread_size(d, k, batch_rows)
+
+
+cdef void pack_unit_block(const Net* net, floating* flat, floating* packed, int B, int j,
+                          bint to_flat) noexcept nogil:
+    """Copy block j's [W1_j | W2_j | b1_j] between the flat layout and its packed one
+    (either way), for a parameter vector or an optimizer state laid out alike."""
+    cdef intp d = net.units[0], H = net.units[1], k = net.units[2]
+    cdef intp a = H * j // B, Hj = units_of(H, B, j), r
+    cdef floating* W1 = flat + net.coef_off[0] + a
+    cdef floating* W2 = flat + net.coef_off[1] + a * k
+    cdef floating* b1 = flat + net.inter_off[0] + a
+    cdef floating* pW2 = packed + d * Hj
+    cdef floating* pb1 = pW2 + Hj * k
+    if to_flat:
+        for r in range(d):
+            memcpy(W1 + r * H, packed + r * Hj, Hj * sizeof(floating))
+        memcpy(W2, pW2, Hj * k * sizeof(floating))
+        memcpy(b1, pb1, Hj * sizeof(floating))
+    else:
+        for r in range(d):
+            memcpy(packed + r * Hj, W1 + r * H, Hj * sizeof(floating))
+        memcpy(pW2, W2, Hj * k * sizeof(floating))
+        memcpy(pb1, b1, Hj * sizeof(floating))
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
+                      const floating* sw, const Targets* tg_all, intp n_rows,
+                      intp batch_size, int n_blocks, floating* params, floating* ws,
+                      int solver, floating* state_1, floating* state_2, double lr,
+                      double momentum, bint nesterov, double beta_1, double beta_2,
+                      double epsilon, intp* t, double* sq_parts, double* total,
+                      int* stop) noexcept nogil:
+    """One thread's share of an epoch of a one-hidden-layer net cut by hidden units
+    (see above); thread k of T runs blocks [B k / T, B (k+1) / T). Thread 0 adds up
+    the loss and looks for Ctrl-C; every thread reads ``stop[parity]`` after the next
+    barrier, before it changes anything (two flags: thread 0 sets the other one)."""
+    cdef int tid = pb_thread_num(), T = pb_num_threads()
+    cdef int first = n_blocks * tid // T, last = n_blocks * (tid + 1) // T
+    cdef int j, parity = 0
+    cdef bint with_z = needs_z(net.hidden[0])
+    cdef bint adam = state_2 != NULL
+    cdef int act = net.hidden[0]
+    cdef intp d = net.units[0], H = net.units[1], k = net.units[2]
+    cdef intp start = 0, m, i, c, Hj, n_w, n_p, steps = t[0]
+    cdef double sw_sum, lr_t, loss, sq
+    cdef Targets tg = tg_all[0]
+    cdef floating* base
+    cdef floating* mine = ws
+    cdef floating* xb
+    cdef floating* out
+    cdef floating* dz
+    cdef floating* b2
+    cdef floating* gb2
+    cdef floating* b2_s1
+    cdef floating* b2_s2
+    cdef floating* p_j
+    cdef floating* g_j
+    cdef floating* s1_j
+    cdef floating* s2_j
+    cdef floating* h_j
+    cdef floating* dh_j
+    cdef floating* z_j
+    cdef floating* part
+    cdef const floating* x_rows
+    cdef double last_check = seconds()
+    # this thread's workspace follows every block's
+    for j in range(n_blocks):
+        mine += unit_block_size(d, units_of(H, n_blocks, j), k, batch_size, with_z)
+    mine += tid * unit_thread_size(d, k, batch_size)
+    xb = mine
+    out = xb + pad16(batch_size * d)
+    dz = out + pad16(batch_size * k)
+    b2 = dz + pad16(batch_size * k)
+    gb2 = b2 + pad16(k)
+    b2_s1 = gb2 + pad16(k)
+    b2_s2 = b2_s1 + pad16(k)
+    memcpy(b2, params + net.inter_off[1], k * sizeof(floating))
+    memcpy(b2_s1, state_1 + net.inter_off[1], k * sizeof(floating))
+    if adam:
+        memcpy(b2_s2, state_2 + net.inter_off[1], k * sizeof(floating))
+    # pack this thread's blocks
+    base = ws
+    for j in range(last):
+        Hj = units_of(H, n_blocks, j)
+        n_p = pad16(d * Hj + Hj * k + Hj)
+        if j >= first:
+            pack_unit_block(net, params, base, n_blocks, j, False)
+            pack_unit_block(net, state_1, base + 2 * n_p, n_blocks, j, False)
+            if adam:
+                pack_unit_block(net, state_2, base + 3 * n_p, n_blocks, j, False)
+        base += unit_block_size(d, Hj, k, batch_size, with_z)
+
+    while start < n_rows:
+        m = min(batch_size, n_rows - start)
+        tg.start = start
+        if tg.rows == NULL:
+            x_rows = X + start * d
+        else:
+            for i in range(m):
+                memcpy(xb + i * d, X + tg.rows[start + i] * d, d * sizeof(floating))
+            x_rows = xb
+        # forward, block by block: h_j = f(x W1_j + b1_j), part_j = h_j W2_j
+        base = ws
+        for j in range(last):
+            Hj = units_of(H, n_blocks, j)
+            if j >= first:
+                n_p = pad16(d * Hj + Hj * k + Hj)
+                p_j = base
+                h_j = base + 4 * n_p
+                z_j = h_j + 2 * pad16(batch_size * Hj)
+                part = base + 4 * n_p + pad16(batch_size * Hj) * (3 if with_z else 2) \
+                    + parity * pad16(batch_size * k)
+                for i in range(m):
+                    memcpy(h_j + i * Hj, p_j + d * Hj + Hj * k, Hj * sizeof(floating))
+                gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0, x_rows,
+                     <int> d, p_j, <int> Hj, <floating> 1.0, h_j, <int> Hj)
+                if with_z:
+                    memcpy(z_j, h_j, m * Hj * sizeof(floating))
+                activate(act, h_j, m * Hj)
+                gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
+                     <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
+                # the L2 term reads the weights this batch steps from
+                sq_parts[parity * n_blocks + j] = sum_of_squares(p_j, <int> (d * Hj + Hj * k))
+            base += unit_block_size(d, Hj, k, batch_size, with_z)
+        if T > 1:
+            pb_barrier()
+        if stop[parity]:
+            break
+        # out = b2 + the blocks' parts in block order; then the same softmax, loss and
+        # dz in every thread
+        for i in range(m):
+            memcpy(out + i * k, b2, k * sizeof(floating))
+        base = ws
+        for j in range(n_blocks):
+            Hj = units_of(H, n_blocks, j)
+            part = base + 4 * pad16(d * Hj + Hj * k + Hj) \
+                + pad16(batch_size * Hj) * (3 if with_z else 2) + parity * pad16(batch_size * k)
+            for i in range(m * k):
+                out[i] += part[i]
+            base += unit_block_size(d, Hj, k, batch_size, with_z)
+        if net.output == SOFTMAX:
+            softmax_rows(out, m, k)
+        else:
+            activate(net.output, out, m * k)
+        loss = output_loss(net, &tg, m, out, Y, sw, dz)
+        if sw != NULL:
+            sw_sum = 0
+            for i in range(m):
+                sw_sum += sw[row_of(&tg, i)]
+        else:
+            sw_sum = m
+        if solver == SGD:
+            lr_t = lr
+        else:
+            steps += 1
+            lr_t = lr * sqrt(1 - pow(beta_2, <double> steps)) / (1 - pow(beta_1, <double> steps))
+        if tid == 0:
+            sq = 0
+            for j in range(n_blocks):
+                sq += sq_parts[parity * n_blocks + j]
+            total[0] += (loss / sw_sum + 0.5 * net.alpha * sq / sw_sum) * m
+        # b2, in every thread alike
+        memset(gb2, 0, k * sizeof(floating))
+        for i in range(m):
+            for c in range(k):
+                gb2[c] += dz[i * k + c]
+        step_range(b2, gb2, <const floating*> NULL, b2_s1, b2_s2 if adam else NULL, k,
+                   0.0, sw_sum, solver, lr_t, momentum, nesterov, beta_1, beta_2, epsilon)
+        # backward and step, block by block
+        base = ws
+        for j in range(last):
+            Hj = units_of(H, n_blocks, j)
+            if j >= first:
+                n_p = pad16(d * Hj + Hj * k + Hj)
+                n_w = d * Hj + Hj * k
+                p_j = base
+                g_j = base + n_p
+                s1_j = base + 2 * n_p
+                s2_j = base + 3 * n_p
+                h_j = base + 4 * n_p
+                dh_j = h_j + pad16(batch_size * Hj)
+                z_j = dh_j + pad16(batch_size * Hj)
+                # dW2_j = h_j^T dz;  dh_j = dz W2_j^T, then ⊙ f'
+                gemm(True, False, <int> Hj, <int> k, <int> m, <floating> 1.0, h_j,
+                     <int> Hj, dz, <int> k, <floating> 0.0, g_j + d * Hj, <int> k)
+                gemm(False, True, <int> m, <int> Hj, <int> k, <floating> 1.0, dz, <int> k,
+                     p_j + d * Hj, <int> k, <floating> 0.0, dh_j, <int> Hj)
+                multiply_derivative(act, h_j, z_j if with_z else NULL, dh_j, m * Hj)
+                # dW1_j = x^T dz_j;  db1_j = colsum(dz_j)
+                gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0, x_rows,
+                     <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
+                memset(g_j + n_w, 0, Hj * sizeof(floating))
+                for i in range(m):
+                    for c in range(Hj):
+                        g_j[n_w + c] += dh_j[i * Hj + c]
+                step_range(p_j, g_j, <const floating*> NULL, s1_j, s2_j if adam else NULL,
+                           n_w, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,
+                           beta_1, beta_2, epsilon)
+                step_range(p_j + n_w, g_j + n_w, <const floating*> NULL, s1_j + n_w,
+                           s2_j + n_w if adam else NULL, Hj, 0.0, sw_sum, solver, lr_t,
+                           momentum, nesterov, beta_1, beta_2, epsilon)
+            base += unit_block_size(d, Hj, k, batch_size, with_z)
+        if tid == 0 and signal_due(&last_check):
+            stop[1 - parity] = 1
+        parity = 1 - parity
+        start += batch_size
+
+    # back into the flat layout
+    base = ws
+    for j in range(last):
+        Hj = units_of(H, n_blocks, j)
+        n_p = pad16(d * Hj + Hj * k + Hj)
+        if j >= first:
+            pack_unit_block(net, params, base, n_blocks, j, True)
+            pack_unit_block(net, state_1, base + 2 * n_p, n_blocks, j, True)
+            if adam:
+                pack_unit_block(net, state_2, base + 3 * n_p, n_blocks, j, True)
+        base += unit_block_size(d, Hj, k, batch_size, with_z)
+    if tid == 0:
+        if stop[parity]:
+            # the loop ran to its end with the stop set by the last batch
+            stop[0] = 1
+        memcpy(params + net.inter_off[1], b2, k * sizeof(floating))
+        memcpy(state_1 + net.inter_off[1], b2_s1, k * sizeof(floating))
+        if adam:
+            memcpy(state_2 + net.inter_off[1], b2_s2, k * sizeof(floating))
+        t[0] = steps
 
 
 @cython.boundscheck(False)

@@ -105,12 +105,18 @@ class CythonBackend:
     """Workspaces allocated once per fit; every epoch and every L-BFGS evaluation
     reuses them."""
 
-    def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1):
+    def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1, by_units=False):
         self.net = net
         self.data = data
         self.n_blocks = n_blocks
         self.n_threads = n_threads
         lay = net.layout
+        # a one-hidden-layer net cut by hidden units keeps everything in this workspace
+        self.split_ws = None
+        if by_units:
+            d, h, k = (int(u) for u in lay.units)
+            self.split_ws = np.empty(_kernels.unit_split_size(
+                d, h, k, batch_rows, n_blocks, n_threads, net.needs_z), dtype=data.dtype)
         self.rows = batch_rows
         self.act_off, size = lay.act_offsets(batch_rows)
         self.acts = np.empty(max(size, 1), dtype=data.dtype)
@@ -145,7 +151,7 @@ class CythonBackend:
                 opt.learning_rate_init if opt.kind == 1 else opt.learning_rate,
                 getattr(opt, "momentum", 0.0), nesterov, getattr(opt, "beta_1", 0.0),
                 getattr(opt, "beta_2", 0.0), getattr(opt, "epsilon", 0.0), steps,
-                self.n_blocks, self.n_threads,
+                self.n_blocks, self.n_threads, self.split_ws,
             )
         finally:
             opt.t = int(steps[0])
@@ -158,7 +164,7 @@ class CythonBackend:
 
 
 class NumpyBackend:
-    def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1):
+    def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1, by_units=False):
         self.net = net
         self.data = data
 

@@ -58,6 +58,7 @@ class _RunEpoch(Protocol):
         step_count: NDArray[np.intp],
         n_blocks: int = ...,
         n_threads: int = ...,
+        split_ws: NDArray[_Float] | None = ...,
     ) -> float:
         """One epoch of minibatch updates; returns Σ batch_loss · batch_rows."""
     def __getitem__(self, key: _Specialisation) -> _RunEpoch: ...
@@ -151,3 +152,8 @@ HAVE_OPENMP: bool
 
 def max_threads() -> int:
     """Threads a parallel region started from this thread would get."""
+
+def unit_split_size(
+    d: int, H: int, k: int, batch_rows: int, n_blocks: int, n_threads: int, with_z: bool
+) -> int:
+    """Workspace length for a one-hidden-layer epoch cut by hidden units."""

@@ -14,6 +14,7 @@ from numbers import Integral, Real
 import numpy as np
 import scipy
 import scipy.optimize
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -36,7 +37,7 @@ from . import __version__, _backend, _reference
 from ._backend import BACKENDS, Data, Net
 from ._layout import HIDDEN_ACTIVATIONS, Layout
 from ._optim import AdamState, SGDState
-from ._threads import blas_threads_for, fit_split
+from ._threads import blas_threads_for, cut_by_units, fit_split
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 # scipy >= 1.15 deprecates L-BFGS-B's ``iprint``
@@ -466,7 +467,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
         data = self._make_data(X, y, sample_weight)
         dropout = bool(net.dropout.any())
         n_blocks, n_threads = fit_split(batch_size, dropout)
-        backend = BACKENDS[self.backend](net, data, batch_size, n_blocks, n_threads)
+        by_units = cut_by_units(self._layout.units, batch_size, n_blocks, sp.issparse(X),
+                                dropout)
+        backend = BACKENDS[self.backend](net, data, batch_size, n_blocks, n_threads,
+                                         by_units)
         sample_idx = np.arange(n_train, dtype=int)
         with blas_threads_for(self._layout.units, batch_size, n_threads):
             self._epochs(backend, optimizer, params, random_state, dropout, sample_idx,

@@ -116,3 +116,19 @@ def fit_split(rows, dropout):
             or threading.current_thread() is not threading.main_thread()):
         return blocks, 1
     return blocks, max(1, min(blocks, _kernels.max_threads()))
+
+
+# fewest hidden units in a block when a one-hidden-layer net is cut by units
+MIN_UNITS_PER_BLOCK = 8
+
+
+def cut_by_units(units, rows, n_blocks, sparse, dropout):
+    """Whether a fit cuts its hidden units into the n_blocks blocks rather than its
+    batches' rows: for a net with one hidden layer, dense X and no dropout, when each
+    block gets MIN_UNITS_PER_BLOCK units or more and the threads would exchange less
+    than the parameters (rows × outputs values per batch, against the B gradients of
+    a cut by rows)."""
+    if len(units) != 3 or sparse or dropout or n_blocks < 2:
+        return False
+    d, h, k = (int(u) for u in units)
+    return h >= MIN_UNITS_PER_BLOCK * n_blocks and rows * k < d * h + h * k

@@ -76,12 +76,17 @@ def test_ctrl_c_returns_promptly_with_usable_model(solver, backend, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_interrupted_adam_state_matches_the_steps_taken():
+@pytest.mark.parametrize("hidden, batch", [
+    ((100,), 1),       # one block: the serial epoch
+    ((100,), 16),      # one hidden layer, cut by hidden units
+    ((30, 20), 16),    # two hidden layers, batches cut by rows
+])
+def test_interrupted_adam_state_matches_the_steps_taken(hidden, batch):
     """After Ctrl-C mid-epoch (Cython), the weights are exactly those of ``_optimizer.t`` Adam steps."""
     rng = np.random.RandomState(0)
-    X = rng.standard_normal((100000, 20))
+    X = rng.standard_normal((100000 * batch, 20))
     y = (X[:, 0] > 0).astype(int)
-    params = dict(hidden_layer_sizes=(100,), batch_size=1, shuffle=False, max_iter=1,
+    params = dict(hidden_layer_sizes=hidden, batch_size=batch, shuffle=False, max_iter=1,
                   random_state=0)
     est = MLPClassifier(**params)
 
@@ -109,5 +114,5 @@ def test_interrupted_adam_state_matches_the_steps_taken():
     steps = est._optimizer.t
     assert steps > 0, "Adam's step counter was not advanced, yet the weights moved"
     # replay exactly `steps` single-row Adam steps with the NumPy reference
-    replay = MLPClassifier(**params, backend="numpy").fit(X[:steps], y[:steps])
+    replay = MLPClassifier(**params, backend="numpy").fit(X[:steps * batch], y[:steps * batch])
     assert_allclose(est._flat_params, replay._flat_params, rtol=1e-8, atol=1e-12)

@@ -212,3 +212,117 @@ def test_kernel_rejects_too_few_gradient_buffers_and_split_dropout():
     backend.n_threads = 0
     with pytest.raises(ValueError, match="at least 1"):
         backend.run_epoch(params, None, 203, 64, opt, seed=1)
+
+
+# ---------------------------------------------------------------------------
+# one hidden layer, cut by hidden units
+
+UNIT_CASES = {
+    "multiclass-adam-relu": (MLPClassifier, y_multi, dict()),
+    "binary-sgd-nesterov": (MLPClassifier, y_bin, dict(solver="sgd", momentum=0.9)),
+    "sgd-no-momentum": (MLPClassifier, y_multi, dict(solver="sgd", momentum=0.0,
+                                                      learning_rate="invscaling")),
+    "multilabel-logistic": (MLPClassifier, y_multilabel, dict(activation="logistic")),
+    "regression-two-outputs": (MLPRegressor, y_reg, dict(activation="tanh")),
+    "poisson": (MLPRegressor, np.exp(0.3 * X[:, 0]), dict(loss="poisson")),
+    "silu-needs-z": (MLPClassifier, y_multi, dict(activation="silu")),
+    "float32": (MLPClassifier, y_multi, dict(dtype=np.float32)),
+    "uneven-units-and-last-batch": (MLPClassifier, y_multi,
+                                    dict(hidden_layer_sizes=(37,), batch_size=50)),
+    "identity": (MLPRegressor, y_reg, dict(activation="identity", alpha=0.5)),
+}
+
+
+def test_cut_by_units_rules():
+    assert _threads.cut_by_units([64, 100, 10], 200, 2, False, False)
+    assert not _threads.cut_by_units([64, 100, 10], 200, 1, False, False)   # one block
+    assert not _threads.cut_by_units([64, 100, 10], 200, 2, True, False)    # sparse
+    assert not _threads.cut_by_units([64, 100, 10], 200, 2, False, True)    # dropout
+    assert not _threads.cut_by_units([64, 50, 30, 10], 200, 2, False, False)  # two layers
+    assert not _threads.cut_by_units([64, 15, 10], 200, 2, False, False)    # 7 units a block
+    # exchanging 5000 × 3 outputs would cost more than the 4 × 50 + 50 × 3 parameters
+    assert not _threads.cut_by_units([4, 50, 3], 5000, 2, False, False)
+
+
+@pytest.mark.parametrize("case", list(UNIT_CASES))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cut_by_units_agrees_with_numpy_and_one_block(case, weighted, blocks):
+    cls, y, kwargs = UNIT_CASES[case]
+    kwargs = dict({"hidden_layer_sizes": (33,)}, **kwargs)
+    weights = sw if weighted else None
+    tol = 1e-4 if kwargs.get("dtype") == np.float32 else 1e-10
+    ref = fit(cls, y, dict(kwargs, backend="numpy"), weights)
+    blocks(1)
+    one = fit(cls, y, kwargs, weights)
+    for n in (2, 3, 4):
+        blocks(n)
+        batch = kwargs.get("batch_size", 64)
+        assert _threads.cut_by_units([7, kwargs["hidden_layer_sizes"][0],
+                                      one.n_outputs_], batch, n, False, False)
+        got = fit(cls, y, kwargs, weights)
+        assert_allclose(got._flat_params, ref._flat_params, rtol=tol, atol=tol)
+        assert_allclose(got._flat_params, one._flat_params, rtol=tol, atol=tol)
+        assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=tol)
+        if kwargs.get("solver") != "sgd":
+            assert got._optimizer.t == ref._optimizer.t
+        for a, b in zip(got._optimizer.buffers, ref._optimizer.buffers):
+            if a is not None and b is not None:
+                assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("case", ["multiclass-adam-relu", "binary-sgd-nesterov",
+                                  "silu-needs-z"])
+def test_cut_by_units_same_bits_on_any_number_of_threads(case, blocks):
+    cls, y, kwargs = UNIT_CASES[case]
+    kwargs = dict(kwargs, hidden_layer_sizes=(40,))
+    blocks(3)
+    many = fit(cls, y, kwargs, sw)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        single = fit(cls, y, kwargs, sw)
+    box = []
+    worker = threading.Thread(target=lambda: box.append(fit(cls, y, kwargs, sw)))
+    worker.start()
+    worker.join()
+    for other in (single, box[0]):
+        assert_array_equal(other._flat_params, many._flat_params)
+        assert other.loss_curve_ == many.loss_curve_
+
+
+def test_cut_by_units_warm_start_and_partial_fit_continue_the_optimizer(blocks):
+    """The packed parameters and optimizer state go back to the flat buffers at the
+    end of every epoch: continuing a fit equals one longer fit of the NumPy reference."""
+    blocks(2)
+    kwargs = dict(hidden_layer_sizes=(32,), random_state=0, batch_size=64)
+    est = MLPClassifier(**kwargs)
+    ref = MLPClassifier(backend="numpy", **kwargs)
+    for _ in range(3):
+        est.partial_fit(X, y_multi, classes=np.arange(4))
+        ref.partial_fit(X, y_multi, classes=np.arange(4))
+    assert_allclose(est._flat_params, ref._flat_params, rtol=1e-10, atol=1e-12)
+    assert_allclose(est._optimizer.buffers[0], ref._optimizer.buffers[0], rtol=1e-9,
+                    atol=1e-14)
+
+
+def test_cut_by_units_kernel_checks_its_arguments():
+    from pybackprop._optim import AdamState
+
+    lay = Layout([7, 20, 4])
+    net = Net(lay, "relu", "softmax", "log_loss", 1e-4)
+    data = Data(X, np.eye(4)[y_multi], None, True, np.float64)
+    params = np.random.RandomState(0).normal(size=lay.n_params) * 0.1
+    opt = AdamState(lay.n_params, np.float64, 1e-3, 0.9, 0.999, 1e-8)
+    backend = CythonBackend(net, data, 64, n_blocks=2, n_threads=2, by_units=True)
+    backend.split_ws = backend.split_ws[:-1]
+    with pytest.raises(ValueError, match="smaller than unit_split_size"):
+        backend.run_epoch(params, None, 203, 64, opt)
+    backend = CythonBackend(net, data, 64, n_blocks=21, n_threads=2, by_units=True)
+    with pytest.raises(ValueError, match="more blocks than hidden units"):
+        backend.run_epoch(params, None, 203, 64, opt)
+    lay = Layout([7, 20, 5, 4])
+    net = Net(lay, "relu", "softmax", "log_loss", 1e-4)
+    backend = CythonBackend(net, data, 64, n_blocks=2, n_threads=2)
+    backend.split_ws = np.empty(10**5)
+    params = np.zeros(lay.n_params)
+    with pytest.raises(ValueError, match="needs one hidden layer"):
+        backend.run_epoch(params, None, 203, 64, AdamState(lay.n_params, np.float64, 1e-3,
+                                                           0.9, 0.999, 1e-8))
