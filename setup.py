@@ -65,7 +65,7 @@ extensions = [
             ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
             # what `pybackprop info` reports as the build
             ("PB_BUILD_FLAGS", '"%s"' % " ".join(
-                compile_args + openmp + ["boundscheck=%s" % DEBUG, "target_clones=x86-64-v3,default"])),
+                compile_args + openmp + ["boundscheck=%s" % DEBUG, "target_clones=x86-64-v4,x86-64-v3,default"])),
         ],
     ),
 ]

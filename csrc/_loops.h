@@ -2,7 +2,7 @@
  * gradient: for each parameter, g = (g + g2 + alpha w) / S (alpha = 0 for biases; g2,
  * a second block's gradient, or NULL), then the SGD or Adam update of w with that g.
  * One sweep over the buffers, and the finished gradient is not stored. Cloned for
- * x86-64-v3 like the activations (see _vexp.h). */
+ * x86-64-v3 and x86-64-v4 like the activations (see _vexp.h). */
 #ifndef PYBACKPROP_LOOPS_H
 #define PYBACKPROP_LOOPS_H
 

@@ -232,7 +232,7 @@ MANIFEST = _manifest()
 
 def _same_arithmetic():
     """True when the kernels here round exactly as those that made the fixtures:
-    same build flags and same CPU features (the x86-64-v3 clone uses FMA)."""
+    same build flags and same CPU features (the x86-64-v3 and v4 clones use FMA)."""
     sys.path.insert(0, str(FIXTURES))
     try:
         import make_fixtures
