@@ -36,6 +36,16 @@ cdef extern from "_vexp.h" nogil:
     void pb_tanh_inplacef(float* z, Py_ssize_t n)
     void pb_exp_inplace(double* z, Py_ssize_t n)
     void pb_exp_inplacef(float* z, Py_ssize_t n)
+    void pb_relu_inplace(double* z, Py_ssize_t n)
+    void pb_relu_inplacef(float* z, Py_ssize_t n)
+    void pb_relu_grad(const double* h, double* d, Py_ssize_t n)
+    void pb_relu_gradf(const float* h, float* d, Py_ssize_t n)
+    void pb_fill_rows(double* z, const double* b, Py_ssize_t rows, Py_ssize_t cols)
+    void pb_fill_rowsf(float* z, const float* b, Py_ssize_t rows, Py_ssize_t cols)
+    void pb_colsum_add(const double* a, Py_ssize_t rows, Py_ssize_t cols, double* out)
+    void pb_colsum_addf(const float* a, Py_ssize_t rows, Py_ssize_t cols, float* out)
+    void pb_add_inplace(double* out, const double* a, Py_ssize_t n)
+    void pb_add_inplacef(float* out, const float* a, Py_ssize_t n)
 
 cdef extern from *:
     """
@@ -124,10 +134,12 @@ cdef inline void activate(int kind, floating* z, Py_ssize_t n) noexcept nogil:
         else:
             pb_tanh_inplace(z, n)
     elif kind == RELU:
-        for i in range(n):
-            # branch-free select (vectorises; a branch mispredicts on half the units);
-            # NaN stays NaN, as in np.maximum
-            z[i] = 0 if z[i] < 0 else z[i]
+        # branch-free select (vectorises; a branch mispredicts on half the units);
+        # NaN stays NaN, as in np.maximum
+        if floating is float:
+            pb_relu_inplacef(z, n)
+        else:
+            pb_relu_inplace(z, n)
     elif kind == EXP:
         if floating is float:
             pb_exp_inplacef(z, n)
@@ -193,8 +205,10 @@ cdef inline void multiply_derivative(int kind, const floating* h, const floating
         for i in range(n):
             d[i] = d[i] * (1 - h[i] * h[i])
     elif kind == RELU:
-        for i in range(n):
-            d[i] = d[i] if h[i] > 0 else 0
+        if floating is float:
+            pb_relu_gradf(h, d, n)
+        else:
+            pb_relu_grad(h, d, n)
     elif kind == LEAKY_RELU:
         for i in range(n):
             d[i] = d[i] if h[i] > 0 else <floating> LEAKY_SLOPE * d[i]
@@ -217,3 +231,29 @@ cdef inline void multiply_derivative(int kind, const floating* h, const floating
             x = z[i]
             s = _sigmoid(x)
             d[i] = d[i] * (s * (1 + x * (1 - s)))
+
+
+cdef inline void fill_rows(floating* z, const floating* b, Py_ssize_t rows,
+                           Py_ssize_t cols) noexcept nogil:
+    """Every row of the (rows, cols) block z := b."""
+    if floating is float:
+        pb_fill_rowsf(z, b, rows, cols)
+    else:
+        pb_fill_rows(z, b, rows, cols)
+
+
+cdef inline void colsum_add(const floating* a, Py_ssize_t rows, Py_ssize_t cols,
+                            floating* out) noexcept nogil:
+    """out += the column sums of the (rows, cols) block a, added row after row."""
+    if floating is float:
+        pb_colsum_addf(a, rows, cols, out)
+    else:
+        pb_colsum_add(a, rows, cols, out)
+
+
+cdef inline void add_inplace(floating* out, const floating* a, Py_ssize_t n) noexcept nogil:
+    """out += a over n values."""
+    if floating is float:
+        pb_add_inplacef(out, a, n)
+    else:
+        pb_add_inplace(out, a, n)

@@ -31,6 +31,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from _blas cimport gemm, axpy, sum_of_squares
 from _activations cimport (activate, softmax_rows, multiply_derivative, needs_z,
+                           fill_rows, colsum_add, add_inplace,
                            IDENTITY, LOGISTIC, TANH, RELU, EXP, SOFTMAX)
 
 ctypedef Py_ssize_t intp
@@ -220,8 +221,7 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
         b = params + net.inter_off[l]
         z = out if l == L - 1 else acts + net.act_off[l]
         # Z = bias row, broadcast; the product then adds onto it (beta = 1)
-        for i in range(m):
-            memcpy(z + i * fan_out, b, fan_out * sizeof(floating))
+        fill_rows(z, b, m, fan_out)
         if l == 0 and net.sparse:
             # Z += X[rows] @ W_1, reading each CSR row where it lies
             for i in range(m):
@@ -384,10 +384,7 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
                  h_prev, <int> fan_in, dz, <int> fan_out, beta, dW, <int> fan_out)
         if not accumulate:
             memset(db, 0, fan_out * sizeof(floating))
-        for i in range(m):
-            dz_row = dz + i * fan_out
-            for j in range(fan_out):
-                db[j] += dz_row[j]
+        colsum_add(dz, m, fan_out, db)
         if l > 0:
             # dh_{l-1} = dz_l @ W_l^T, written over dz_{l-1}'s block, then ⊙ f'
             gemm(False, True, <int> m, <int> fan_in, <int> fan_out, <floating> 1.0,
@@ -596,8 +593,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
             hi = n_params * (blk + 1) // n_blocks
             for u in range(2, n_blocks):
                 g_other = grads_all + u * n_params
-                for i in range(lo, hi):
-                    grads_all[i] += g_other[i]
+                add_inplace(grads_all + lo, g_other + lo, hi - lo)
             step_slice(net, params, grads_all,
                        grads_all + n_params if n_blocks > 1 else NULL, state_1, state_2,
                        lo, hi, sw_sum, solver, lr_t, momentum, nesterov, beta_1, beta_2,
@@ -899,8 +895,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 z_j = h_j + 2 * pad16(batch_size * Hj)
                 part = base + 4 * n_p + pad16(batch_size * Hj) * (3 if with_z else 2) \
                     + parity * pad16(batch_size * k)
-                for i in range(m):
-                    memcpy(h_j + i * Hj, p_j + d * Hj + Hj * k, Hj * sizeof(floating))
+                fill_rows(h_j, p_j + d * Hj + Hj * k, m, Hj)
                 gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0, x_rows,
                      <int> d, p_j, <int> Hj, <floating> 1.0, h_j, <int> Hj)
                 if with_z:
@@ -917,15 +912,13 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             break
         # out = b2 + the blocks' parts in block order; then the same softmax, loss and
         # dz in every thread
-        for i in range(m):
-            memcpy(out + i * k, b2, k * sizeof(floating))
+        fill_rows(out, b2, m, k)
         base = ws
         for j in range(n_blocks):
             Hj = units_of(H, n_blocks, j)
             part = base + 4 * pad16(d * Hj + Hj * k + Hj) \
                 + pad16(batch_size * Hj) * (3 if with_z else 2) + parity * pad16(batch_size * k)
-            for i in range(m * k):
-                out[i] += part[i]
+            add_inplace(out, part, m * k)
             base += unit_block_size(d, Hj, k, batch_size, with_z)
         if net.output == SOFTMAX:
             softmax_rows(out, m, k)
@@ -950,9 +943,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             total[0] += (loss / sw_sum + 0.5 * net.alpha * sq / sw_sum) * m
         # b2, in every thread alike
         memset(gb2, 0, k * sizeof(floating))
-        for i in range(m):
-            for c in range(k):
-                gb2[c] += dz[i * k + c]
+        colsum_add(dz, m, k, gb2)
         step_range(b2, gb2, <const floating*> NULL, b2_s1, b2_s2 if adam else NULL, k,
                    0.0, sw_sum, solver, lr_t, momentum, nesterov, beta_1, beta_2, epsilon)
         # backward and step, block by block
@@ -979,9 +970,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0, x_rows,
                      <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
                 memset(g_j + n_w, 0, Hj * sizeof(floating))
-                for i in range(m):
-                    for c in range(Hj):
-                        g_j[n_w + c] += dh_j[i * Hj + c]
+                colsum_add(dh_j, m, Hj, g_j + n_w)
                 step_range(p_j, g_j, <const floating*> NULL, s1_j, s2_j if adam else NULL,
                            n_w, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,
                            beta_1, beta_2, epsilon)

@@ -194,6 +194,32 @@ PB_CLONES static void pb_tanh_inplace(double* z, Py_ssize_t n)
 PB_CLONES static void pb_tanh_inplacef(float* z, Py_ssize_t n)
 { for (Py_ssize_t i = 0; i < n; i++) z[i] = pb_tanhf(z[i]); }
 
+/* The simple loops of every layer, cloned alike: relu and its derivative, the bias
+ * row broadcast, column sums (summed row after row, as a plain loop would) and
+ * elementwise adds. */
+#define PB_DEFINE_SIMPLE(T, SUFFIX)                                                     \
+PB_CLONES static void pb_relu_inplace##SUFFIX(T* z, Py_ssize_t n)                       \
+{ for (Py_ssize_t i = 0; i < n; i++) z[i] = z[i] < 0 ? (T)0 : z[i]; }                   \
+PB_CLONES static void pb_relu_grad##SUFFIX(const T* h, T* d, Py_ssize_t n)              \
+{ for (Py_ssize_t i = 0; i < n; i++) d[i] = h[i] > 0 ? d[i] : (T)0; }                   \
+PB_CLONES static void pb_fill_rows##SUFFIX(T* z, const T* b, Py_ssize_t rows,           \
+                                           Py_ssize_t cols)                             \
+{                                                                                       \
+    for (Py_ssize_t r = 0; r < rows; r++)                                               \
+        for (Py_ssize_t c = 0; c < cols; c++) z[r * cols + c] = b[c];                   \
+}                                                                                       \
+PB_CLONES static void pb_colsum_add##SUFFIX(const T* a, Py_ssize_t rows,                \
+                                            Py_ssize_t cols, T* out)                    \
+{                                                                                       \
+    for (Py_ssize_t r = 0; r < rows; r++)                                               \
+        for (Py_ssize_t c = 0; c < cols; c++) out[c] += a[r * cols + c];                \
+}                                                                                       \
+PB_CLONES static void pb_add_inplace##SUFFIX(T* out, const T* a, Py_ssize_t n)          \
+{ for (Py_ssize_t i = 0; i < n; i++) out[i] += a[i]; }
+
+PB_DEFINE_SIMPLE(double, )
+PB_DEFINE_SIMPLE(float, f)
+
 PB_CLONES static void pb_exp_inplace(double* z, Py_ssize_t n)
 { for (Py_ssize_t i = 0; i < n; i++) z[i] = pb_exp(z[i]); }
 
