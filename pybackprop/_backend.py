@@ -110,6 +110,7 @@ class CythonBackend:
         self.data = data
         self.n_blocks = n_blocks
         self.n_threads = n_threads
+        self._epoch_static = None
         lay = net.layout
         # a one-hidden-layer net cut by hidden units keeps everything in this workspace
         self.split_ws = None
@@ -135,8 +136,14 @@ class CythonBackend:
         return (lay.units, lay.coef_off, lay.inter_off, self.act_off, hidden, output,
                 loss, self.net.alpha)
 
+    def _epoch_args(self):
+        """The arguments of run_epoch that stay the same from epoch to epoch."""
+        if self._epoch_static is None:
+            self._epoch_static = (self._args() + self.data.for_kernels(), self.net.keep)
+        return self._epoch_static
+
     def run_epoch(self, params, rows, n_rows, batch_size, opt, seed=0):
-        values, indices, indptr, Y, labels, sw = self.data.for_kernels()
+        static, keep = self._epoch_args()
         state_1, state_2 = opt.buffers
         rows = _EMPTY_INTP if rows is None else np.ascontiguousarray(rows, dtype=np.intp)
         nesterov = bool(getattr(opt, "nesterov", False))
@@ -145,9 +152,9 @@ class CythonBackend:
         steps = np.array([opt.t], dtype=np.intp)
         try:
             return typed(_kernels.run_epoch, params.dtype)(
-                *self._args(), values, indices, indptr, Y, labels, sw, rows, n_rows,
+                *static, rows, n_rows,
                 batch_size, params, self.grads, self.acts, self.deltas, self.xbuf, self.zs,
-                self.net.keep, seed, self.masks, opt.kind, state_1, state_2,
+                keep, seed, self.masks, opt.kind, state_1, state_2,
                 opt.learning_rate_init if opt.kind == 1 else opt.learning_rate,
                 getattr(opt, "momentum", 0.0), nesterov, getattr(opt, "beta_1", 0.0),
                 getattr(opt, "beta_2", 0.0), getattr(opt, "epsilon", 0.0), steps,

@@ -510,7 +510,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
                     self.validation_loss_curve_.append(self._validation_loss(X_val, Y_val, sw_val))
                 self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
                 optimizer.iteration_ends(self.t_)
-                if _call_callbacks(self.callbacks, self, self._epoch_info()):
+                if (self.callbacks is not None
+                        and _call_callbacks(self.callbacks, self, self._epoch_info())):
                     break
                 if self._no_improvement_count > self.n_iter_no_change:
                     if early_stopping:
