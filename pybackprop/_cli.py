@@ -81,6 +81,12 @@ def _info(args):
     print(f"build      {_kernels.BUILD_FLAGS}")
     print(f"python     {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cpus")
     print(f"numpy {numpy.__version__}, scipy {scipy.__version__}, scikit-learn {sklearn.__version__}")
+    from ._threads import fit_split, usable_cores
+
+    blocks, threads = fit_split(200, dropout=False)
+    print(f"openmp     {'yes' if _kernels.HAVE_OPENMP else 'no'}, {_kernels.max_threads()} "
+          f"threads; {usable_cores()} usable cores: a 200-row batch runs as {blocks} "
+          f"block(s) on {threads} thread(s)")
     for pool in threadpool_info():
         print(f"threadpool {pool.get('internal_api')} {pool.get('version')} "
               f"threads={pool.get('num_threads')} {pool.get('filepath')}")

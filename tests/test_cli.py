@@ -57,11 +57,17 @@ def test_demo_compare_lists_the_three_fits(tmp_path):
 
 
 def test_info_reports_versions_build_and_threads(tmp_path):
-    """info prints the versions, the kernels' build flags and the BLAS thread pools."""
+    """info prints the versions, the kernels' build flags, OpenMP's threads, how a
+    batch is split, and the BLAS thread pools."""
+    from pybackprop import _kernels, _threads
+
     out = run_cli(tmp_path, "info")
     assert out.returncode == 0, out.stderr
-    for word in ("pybackprop", "numpy", "scikit-learn", "build", "threadpool"):
+    for word in ("pybackprop", "numpy", "scikit-learn", "build", "threadpool", "openmp"):
         assert word in out.stdout
+    line = next(l for l in out.stdout.splitlines() if l.startswith("openmp"))
+    assert ("yes" if _kernels.HAVE_OPENMP else "no") in line
+    assert f"{_threads.usable_cores()} usable cores" in line
 
 
 def test_verbose_prints_scikit_learns_lines(capsys):

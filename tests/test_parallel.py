@@ -326,3 +326,34 @@ def test_cut_by_units_kernel_checks_its_arguments():
     with pytest.raises(ValueError, match="needs one hidden layer"):
         backend.run_epoch(params, None, 203, 64, AdamState(lay.n_params, np.float64, 1e-3,
                                                            0.9, 0.999, 1e-8))
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_cut_by_units_stays_inside_its_workspace(activation, n_threads):
+    """The kernels run without bounds checks: a workspace of exactly
+    unit_split_size() values, followed by sentinels, leaves the sentinels as they were
+    (and the result equals that of a roomy workspace)."""
+    from pybackprop._optim import AdamState
+
+    lay = Layout([7, 37, 4])
+    net = Net(lay, activation, "softmax", "log_loss", 1e-3)
+    data = Data(X, np.eye(4)[y_multi], None, True, np.float64)
+    start = np.random.RandomState(0).normal(size=lay.n_params) * 0.3
+    results = []
+    for spare in (0, 1000):
+        backend = CythonBackend(net, data, 50, n_blocks=3, n_threads=n_threads,
+                                by_units=True)
+        size = backend.split_ws.size
+        assert size == _kernels.unit_split_size(7, 37, 4, 50, 3, n_threads,
+                                                net.needs_z)
+        room = np.full(size + spare + 64, 12345.0)
+        backend.split_ws = room[:size + spare]
+        params = start.copy()
+        opt = AdamState(lay.n_params, np.float64, 1e-2, 0.9, 0.999, 1e-8)
+        rows = np.random.RandomState(1).permutation(203)
+        for _ in range(2):
+            backend.run_epoch(params, rows, 203, 50, opt)
+        assert (room[size + spare:] == 12345.0).all()
+        results.append(params)
+    assert_array_equal(results[0], results[1])
