@@ -657,6 +657,15 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     if n_blocks < 1 or n_threads < 1:
         raise ValueError("n_blocks and n_threads must be at least 1")
     n_threads = min(n_threads, n_blocks)
+    tg.rows = &rows[0] if rows.shape[0] > 0 else NULL
+    tg.start = 0
+    tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
+    if split_ws is not None:
+        # grads, acts, deltas, xbuf, zs and masks are not read: the workspace holds all
+        return run_unit_split(&net, X, Y, sw, &tg, n_rows, batch_size, n_blocks,
+                              n_threads, params, split_ws, solver, state_1, state_2, lr,
+                              momentum, nesterov, beta_1, beta_2, epsilon, step_count,
+                              keep.shape[0] > 0)
     if grads.shape[0] < n_blocks * params.shape[0]:
         raise ValueError("grads holds fewer than n_blocks gradient buffers")
     if keep.shape[0] > 0:
@@ -665,14 +674,6 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
         net.keep = &keep[0]
         net.rng = &rng
         mask_ptr = &masks[0]
-    tg.rows = &rows[0] if rows.shape[0] > 0 else NULL
-    tg.start = 0
-    tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
-    if split_ws is not None:
-        return run_unit_split(&net, X, Y, sw, &tg, n_rows, batch_size, n_blocks,
-                              n_threads, params, split_ws, solver, state_1, state_2, lr,
-                              momentum, nesterov, beta_1, beta_2, epsilon, step_count,
-                              mask_ptr != NULL)
     off_all = <intp*> PyMem_Malloc(n_threads * net.n_layers * sizeof(intp))
     parts = <double*> PyMem_Malloc(4 * n_blocks * sizeof(double))
     try:

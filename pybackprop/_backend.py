@@ -119,15 +119,18 @@ class CythonBackend:
             self.split_ws = np.empty(_kernels.unit_split_size(
                 d, h, k, batch_rows, n_blocks, n_threads, net.needs_z), dtype=data.dtype)
         self.rows = batch_rows
+        # the row-wise workspaces, unused (one value each) when the workspace above
+        # holds everything
         self.act_off, size = lay.act_offsets(batch_rows)
-        self.acts = np.empty(max(size, 1), dtype=data.dtype)
-        self.deltas = np.empty(max(size, 1), dtype=data.dtype)
-        dense = not sp.issparse(data.X)
+        size = 1 if by_units else max(size, 1)
+        self.acts = np.empty(size, dtype=data.dtype)
+        self.deltas = np.empty(size, dtype=data.dtype)
+        dense = not sp.issparse(data.X) and not by_units
         self.xbuf = np.empty(batch_rows * int(lay.units[0]) if dense else 0, dtype=data.dtype)
         # one gradient buffer per block of a batch (see _threads.fit_split)
-        self.grads = np.empty(lay.n_params * n_blocks, dtype=data.dtype)
+        self.grads = np.empty(1 if by_units else lay.n_params * n_blocks, dtype=data.dtype)
         empty = np.empty(0, dtype=data.dtype)
-        self.zs = np.empty(max(size, 1), dtype=data.dtype) if net.needs_z else empty
+        self.zs = np.empty(size, dtype=data.dtype) if net.needs_z else empty
         self.masks = np.empty(max(size, 1), dtype=data.dtype) if net.keep.size else empty
 
     def _args(self):
