@@ -10,7 +10,9 @@ For each fit workload (default: all of them) prints, per epoch (L-BFGS: per iter
   the L-BFGS driver);
 * ``gemm floor``: the epoch's matrix products alone, so ``kernels - gemm floor`` is
   what the kernels spend outside BLAS (gathers, activations, softmax, loss, bias sums,
-  optimizer step), with BLAS at its default thread count and at 1 thread;
+  optimizer step): the fit with its threads as set (the OpenMP split and BLAS as the
+  fit chooses) and with BLAS and OpenMP at 1 thread; the floor is the whole batch's
+  products with BLAS at its default thread count and at 1 thread;
 * ``sklearn`` and the time pybackprop would need to meet a speed-up target.
 
 For the predict workloads: the whole ``predict_proba`` call vs the compiled ``predict``.
@@ -82,7 +84,7 @@ def breakdown(name, cfg, fits):
 
     real = pb_backend._kernels
     rows = {}
-    for label, limit in (("BLAS default", None), ("BLAS 1 thread", 1)):
+    for label, limit in (("threads as set", None), ("BLAS + OpenMP 1 thread", 1)):
         with threadpool_limits(limits=limit):
             fit_t, kern_t, iters = [], [], 1
             for _ in range(fits):
@@ -109,7 +111,7 @@ def breakdown(name, cfg, fits):
     fmt = bench.fmt_t
     unit = "iter" if spec["solver"] == "lbfgs" else "epoch"
     print("\n## %s (%s, per %s)" % (name, np.dtype(spec["dtype"]).name, unit))
-    print("| BLAS | fit | kernels | python | gemm floor | kernels - floor | sklearn | "
+    print("| threads | fit | kernels | python | gemm floor | kernels - floor | sklearn | "
           "needed for target |")
     print("|---|---|---|---|---|---|---|---|")
     tgt = setup["target"]
@@ -120,7 +122,7 @@ def breakdown(name, cfg, fits):
         print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
             label, fmt(fit_s), fmt(kern_s), fmt(fit_s - kern_s), fmt(fl) if fl else "—",
             fmt(kern_s - fl) if fl else "—", fmt(sk_t), need))
-    print("kernel entry points (last fit, BLAS 1 thread): " + ", ".join(
+    print("kernel entry points (last fit, BLAS + OpenMP 1 thread): " + ", ".join(
         "%s %.1f %%" % (k_, 100 * v / sum(calls.values())) for k_, v in calls.items()))
 
 

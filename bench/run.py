@@ -674,8 +674,9 @@ def w_two_threads(cfg):
         str(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas")
     for label, limit, make in (
             (as_run, None, lambda: PbClassifier(**params)),
-            ("pybackprop, BLAS 1 thread", 1, lambda: PbClassifier(**params)),
-            ("sklearn, BLAS 1 thread", 1, lambda: SkClassifier(**params))):
+            # limits=1 with no user_api: BLAS and OpenMP both at one thread
+            ("pybackprop, BLAS and OpenMP 1 thread", 1, lambda: PbClassifier(**params)),
+            ("sklearn, BLAS and OpenMP 1 thread", 1, lambda: SkClassifier(**params))):
         with threadpool_limits(limits=limit):
             pair(make, False)()  # warm-up
             times, _ = alternate({"sequential": pair(make, False),
