@@ -497,6 +497,27 @@ cdef inline const floating* cptr_or_null(const floating[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] > 0 else NULL
 
 
+cdef inline double batch_weight(const floating* sw, const Targets* tg, intp m) noexcept nogil:
+    """S of a batch: its number of rows, or the sum of their sample weights."""
+    cdef double total = 0
+    cdef intp i
+    if sw == NULL:
+        return m
+    for i in range(m):
+        total += sw[row_of(tg, i)]
+    return total
+
+
+cdef inline double step_size(int solver, double lr, double beta_1, double beta_2,
+                             intp* steps) noexcept nogil:
+    """The learning rate of this step: SGD's as given; Adam's bias-corrected
+    η √(1 - β2^t) / (1 - β1^t), counting the step in ``steps``."""
+    if solver == SGD:
+        return lr
+    steps[0] += 1
+    return lr * sqrt(1 - pow(beta_2, <double> steps[0])) / (1 - pow(beta_1, <double> steps[0]))
+
+
 cdef int signal_due(double* last) noexcept nogil:
     """check_signals for a parallel region: 1 when a signal handler raised (the
     exception stays set, to be raised once the region has ended), else 0."""
@@ -575,17 +596,8 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
         if T > 1:
             pb_barrier()
         batch.start = start
-        if sw != NULL:
-            sw_sum = 0
-            for i in range(m):
-                sw_sum += sw[row_of(&batch, i)]
-        else:
-            sw_sum = m
-        if solver == SGD:
-            lr_t = lr
-        else:
-            steps += 1
-            lr_t = lr * sqrt(1 - pow(beta_2, <double> steps)) / (1 - pow(beta_1, <double> steps))
+        sw_sum = batch_weight(sw, &batch, m)
+        lr_t = step_size(solver, lr, beta_1, beta_2, &steps)
         for blk in range(first, last):
             # slice blk of the gradient: ((g_0 + g_2) + g_3 ...) + g_1, the last sum
             # fused into the step
@@ -926,17 +938,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         else:
             activate(net.output, out, m * k)
         loss = output_loss(net, &tg, m, out, Y, sw, dz)
-        if sw != NULL:
-            sw_sum = 0
-            for i in range(m):
-                sw_sum += sw[row_of(&tg, i)]
-        else:
-            sw_sum = m
-        if solver == SGD:
-            lr_t = lr
-        else:
-            steps += 1
-            lr_t = lr * sqrt(1 - pow(beta_2, <double> steps)) / (1 - pow(beta_1, <double> steps))
+        sw_sum = batch_weight(sw, &tg, m)
+        lr_t = step_size(solver, lr, beta_1, beta_2, &steps)
         if tid == 0:
             sq = 0
             for j in range(n_blocks):

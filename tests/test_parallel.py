@@ -96,9 +96,16 @@ def test_same_bits_on_any_number_of_threads(case, blocks):
     that is not the main one: bitwise the same model and loss curve."""
     cls, y, kwargs = CASES[case]
     blocks(3)
-    many = fit(cls, y, kwargs, sw)
     with threadpool_limits(limits=1, user_api="openmp"):
         assert _threads.fit_split(64, False) == (3, 1)
+    assert_same_bits_on_one_thread_and_in_a_worker(cls, y, kwargs)
+
+
+def assert_same_bits_on_one_thread_and_in_a_worker(cls, y, kwargs):
+    """The fit in the main thread, on OpenMP's threads; on one OpenMP thread; and in a
+    thread that is not the main one: bitwise the same model and loss curve."""
+    many = fit(cls, y, kwargs, sw)
+    with threadpool_limits(limits=1, user_api="openmp"):
         single = fit(cls, y, kwargs, sw)
     box = []
     worker = threading.Thread(target=lambda: box.append(fit(cls, y, kwargs, sw)))
@@ -276,16 +283,8 @@ def test_cut_by_units_same_bits_on_any_number_of_threads(case, blocks):
     cls, y, kwargs = UNIT_CASES[case]
     kwargs = dict(kwargs, hidden_layer_sizes=(40,))
     blocks(3)
-    many = fit(cls, y, kwargs, sw)
-    with threadpool_limits(limits=1, user_api="openmp"):
-        single = fit(cls, y, kwargs, sw)
-    box = []
-    worker = threading.Thread(target=lambda: box.append(fit(cls, y, kwargs, sw)))
-    worker.start()
-    worker.join()
-    for other in (single, box[0]):
-        assert_array_equal(other._flat_params, many._flat_params)
-        assert other.loss_curve_ == many.loss_curve_
+    assert _threads.cut_by_units([7, 40, 4], 64, 3, False, False)
+    assert_same_bits_on_one_thread_and_in_a_worker(cls, y, kwargs)
 
 
 def test_cut_by_units_warm_start_and_partial_fit_continue_the_optimizer(blocks):
