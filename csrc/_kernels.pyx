@@ -19,8 +19,12 @@ Design
   block at ``act_off[l-1]``; ``xbuf`` holds the gathered input rows of a dense batch.
 * A sparse ``X`` is CSR with int32 indices; its rows are never gathered, the first
   layer reads them in place.
-* Kernels allocate nothing. ``run_epoch`` releases the GIL for a whole epoch and takes
-  it back between batches only to check for Ctrl-C.
+* Kernels allocate nothing per batch (an epoch takes a few scratch values).
+  ``run_epoch`` releases the GIL for a whole epoch and takes it back between batches
+  only to check for Ctrl-C.
+* Threads: an epoch cuts each batch into blocks, of rows (any net) or of hidden units
+  (one hidden layer); OpenMP threads share the blocks, and the blocks alone fix the
+  arithmetic (see _epoch_share and _unit_share).
 """
 
 cimport cython

@@ -1,6 +1,11 @@
 """How many threads a fit runs on: OpenMP threads splitting each batch, and BLAS
 threads inside each product.
 
+A fit cuts each batch into blocks (fit_split), by rows or, for one hidden layer, by
+hidden units (cut_by_units), and OpenMP threads run the blocks; BLAS then runs on one
+thread inside each. A fit that does not split (one block: dropout, tiny batches)
+follows the rule below.
+
 OpenBLAS splits a product over its threads and then waits for them, spinning. For the
 small products of a minibatch (a 200 × 64 × 100 product takes tens of microseconds)
 that hand-off costs about as much as the product, and when the other cores are busy
