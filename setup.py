@@ -28,7 +28,6 @@ directives = {
 compile_args = (["-O0", "-g"] if DEBUG else ["-O3"]) + ["-fno-math-errno", "-fno-trapping-math"]
 
 
-
 def openmp_flags():
     """``["-fopenmp"]`` when a test program compiles and links with it, else []."""
     if os.environ.get("PYBACKPROP_OPENMP", "1") in ("", "0"):

@@ -130,16 +130,21 @@ cdef double SIGNAL_INTERVAL = 0.005
 cdef int SLICES_PER_BLOCK = 8
 
 
-cdef int check_signals(double* last) except -1 nogil:
-    """Raise KeyboardInterrupt (or whatever a signal handler raises) if one is due."""
+cdef int signal_due(double* last) noexcept nogil:
+    """1 when a signal handler raised (the exception stays set), else 0; looks only
+    when SIGNAL_INTERVAL has passed since ``last``. In a parallel region, the
+    exception is raised once the region has ended."""
     cdef double now = seconds()
     if now - last[0] < SIGNAL_INTERVAL:
         return 0
     last[0] = now
     with gil:
-        if PyErr_CheckSignals() != 0:
-            return -1
-    return 0
+        return PyErr_CheckSignals() != 0
+
+
+cdef int check_signals(double* last) except -1 nogil:
+    """Raise KeyboardInterrupt (or whatever a signal handler raises) if one is due."""
+    return -1 if signal_due(last) else 0
 
 
 cdef struct Targets:
@@ -180,6 +185,17 @@ cdef inline intp row_of(const Targets* tg, intp i) noexcept nogil:
     return tg.rows[tg.start + i]
 
 
+cdef inline double batch_weight(const floating* sw, const Targets* tg, intp m) noexcept nogil:
+    """S of a batch: its number of rows, or the sum of their sample weights."""
+    cdef double total = 0
+    cdef intp i
+    if sw == NULL:
+        return m
+    for i in range(m):
+        total += sw[row_of(tg, i)]
+    return total
+
+
 cdef inline double uniform(unsigned long long* state) noexcept nogil:
     """Next draw in [0, 1) of splitmix64 (the NumPy reference draws the same stream)."""
     cdef unsigned long long z
@@ -216,14 +232,12 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
     NULL, each layer's z (before its activation) is kept there, laid out as ``acts``.
     When ``masks`` is not NULL (training with dropout), hidden layers drop units."""
     cdef intp L = net.n_layers, d = net.units[0]
-    cdef intp l, i, j, p, r, fan_in, fan_out
+    cdef intp l, i, p, r, fan_in, fan_out
     cdef const floating* h_prev
     cdef const floating* W
     cdef const floating* b
-    cdef const floating* w_row
     cdef floating* z
     cdef floating* z_row
-    cdef floating v
 
     for l in range(L):
         fan_in = net.units[l]
@@ -354,7 +368,7 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
     of a training batch (or NULL). When ``dhs`` is not NULL, each hidden layer's dh
     (before ⊙ f') is kept there."""
     cdef intp L = net.n_layers, d = net.units[0]
-    cdef intp l, i, j, p, r, fan_in, fan_out, n
+    cdef intp l, i, p, r, fan_in, fan_out, n
     cdef floating beta = 1.0 if accumulate else 0.0
     cdef floating keep
     cdef floating* h
@@ -365,8 +379,6 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
     cdef const floating* dz_row
     cdef floating* dW
     cdef floating* db
-    cdef floating* dW_row
-    cdef floating v
 
     for l in range(L - 1, -1, -1):
         fan_in = net.units[l]
@@ -508,17 +520,6 @@ cdef inline const floating* cptr_or_null(const floating[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] > 0 else NULL
 
 
-cdef inline double batch_weight(const floating* sw, const Targets* tg, intp m) noexcept nogil:
-    """S of a batch: its number of rows, or the sum of their sample weights."""
-    cdef double total = 0
-    cdef intp i
-    if sw == NULL:
-        return m
-    for i in range(m):
-        total += sw[row_of(tg, i)]
-    return total
-
-
 cdef inline double step_size(int solver, double lr, double beta_1, double beta_2,
                              intp* steps) noexcept nogil:
     """The learning rate of this step: SGD's as given; Adam's bias-corrected
@@ -527,17 +528,6 @@ cdef inline double step_size(int solver, double lr, double beta_1, double beta_2
         return lr
     steps[0] += 1
     return lr * sqrt(1 - pow(beta_2, <double> steps[0])) / (1 - pow(beta_1, <double> steps[0]))
-
-
-cdef int signal_due(double* last) noexcept nogil:
-    """check_signals for a parallel region: 1 when a signal handler raised (the
-    exception stays set, to be raised once the region has ended), else 0."""
-    cdef double now = seconds()
-    if now - last[0] < SIGNAL_INTERVAL:
-        return 0
-    last[0] = now
-    with gil:
-        return PyErr_CheckSignals() != 0
 
 
 @cython.boundscheck(False)
@@ -576,7 +566,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
     cdef floating* grads
     cdef floating* g_other
     cdef floating* x_rows = NULL
-    cdef intp start = 0, m, r0, rows, l, i, u, lo, hi, steps = t[0]
+    cdef intp start = 0, m, r0, rows, l, u, lo, hi, steps = t[0]
     cdef double sw_sum, lr_t, loss_sum, sq_sum
     cdef double* loss_parts
     cdef double* sq_parts
@@ -787,11 +777,36 @@ cdef inline intp units_of(intp H, int B, int j) noexcept nogil:
     return H * (j + 1) // B - H * j // B
 
 
-cdef inline intp unit_block_size(intp d, intp Hj, intp k, intp m, bint with_z) noexcept nogil:
-    """Values of block j's workspace: parameters [W1_j | W2_j | b1_j], their gradient
-    and two optimizer states; h_j, dh_j (and z_j); its output part, twice."""
-    return (4 * pad16(d * Hj + Hj * k + Hj) + pad16(m * Hj) * (3 if with_z else 2)
-            + 2 * pad16(m * k))
+cdef struct UnitBlock:
+    intp start     # where block j's workspace begins
+    intp units     # its hidden units, Hj
+    intp n_w       # its weights, d Hj + Hj k (W1_j then W2_j); b1_j follows
+    intp stride    # parameters, gradient, state 1 and state 2 lie this far apart
+    intp h         # h_j (m × Hj), then dh_j, then z_j, each ``rows`` long
+    intp rows
+    intp part      # its part of the output (m × k), twice, ``part_len`` apart
+    intp part_len
+
+
+cdef inline UnitBlock unit_block(intp d, intp H, intp k, intp m, int B, int j,
+                                 bint with_z) noexcept nogil:
+    """Where block j's pieces lie in the workspace of B blocks of m-row batches: the
+    blocks one after the other, each [params | grads | state 1 | state 2 | h | dh |
+    (z) | part, part]. With j = B, ``start`` is the blocks' total length."""
+    cdef UnitBlock blk
+    cdef int i
+    blk.start = 0
+    for i in range(j + 1):
+        blk.units = units_of(H, B, i)
+        blk.n_w = d * blk.units + blk.units * k
+        blk.stride = pad16(blk.n_w + blk.units)
+        blk.rows = pad16(m * blk.units)
+        blk.h = 4 * blk.stride
+        blk.part = blk.h + blk.rows * (3 if with_z else 2)
+        blk.part_len = pad16(m * k)
+        if i < j:
+            blk.start += blk.part + 2 * blk.part_len
+    return blk
 
 
 cdef inline intp unit_thread_size(intp d, intp k, intp m) noexcept nogil:
@@ -804,11 +819,8 @@ def unit_split_size(intp d, intp H, intp k, intp batch_rows, int n_blocks,
                     int n_threads, bint with_z):
     """Length of the workspace ``run_epoch`` needs to cut a one-hidden-layer net's
     H units into n_blocks blocks run by up to n_threads threads."""
-    cdef intp total = 0
-    cdef int j
-    for j in range(n_blocks):
-        total += unit_block_size(d, units_of(H, n_blocks, j), k, batch_rows, with_z)
-    return total + n_threads * unit_thread_size(d, k, batch_rows)
+    return (unit_block(d, H, k, batch_rows, n_blocks, n_blocks, with_z).start
+            + n_threads * unit_thread_size(d, k, batch_rows))
 
 
 cdef void pack_unit_block(const Net* net, floating* flat, floating* packed, int B, int j,
@@ -834,6 +846,21 @@ cdef void pack_unit_block(const Net* net, floating* flat, floating* packed, int 
         memcpy(pb1, b1, Hj * sizeof(floating))
 
 
+cdef void pack_unit_blocks(const Net* net, floating* ws, intp m, int B, int first,
+                           int last, bint with_z, floating* params, floating* state_1,
+                           floating* state_2, bint to_flat) noexcept nogil:
+    """pack_unit_block for blocks [first, last): the parameters, state 1 and (Adam,
+    when state_2 is not NULL) state 2."""
+    cdef UnitBlock blk
+    cdef int j
+    for j in range(first, last):
+        blk = unit_block(net.units[0], net.units[1], net.units[2], m, B, j, with_z)
+        pack_unit_block(net, params, ws + blk.start, B, j, to_flat)
+        pack_unit_block(net, state_1, ws + blk.start + 2 * blk.stride, B, j, to_flat)
+        if state_2 != NULL:
+            pack_unit_block(net, state_2, ws + blk.start + 3 * blk.stride, B, j, to_flat)
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.cdivision(True)
@@ -855,11 +882,11 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef bint adam = state_2 != NULL
     cdef int act = net.hidden[0]
     cdef intp d = net.units[0], H = net.units[1], k = net.units[2]
-    cdef intp start = 0, m, i, c, Hj, n_w, n_p, steps = t[0]
+    cdef intp start = 0, m, i, Hj, n_w, steps = t[0]
     cdef double sw_sum, lr_t, loss, sq
     cdef Targets tg = tg_all[0]
-    cdef floating* base
-    cdef floating* mine = ws
+    cdef UnitBlock blk
+    cdef floating* mine
     cdef floating* xb
     cdef floating* out
     cdef floating* dz
@@ -878,9 +905,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef const floating* x_rows
     cdef double last_check = seconds()
     # this thread's workspace follows every block's
-    for j in range(n_blocks):
-        mine += unit_block_size(d, units_of(H, n_blocks, j), k, batch_size, with_z)
-    mine += tid * unit_thread_size(d, k, batch_size)
+    mine = ws + unit_block(d, H, k, batch_size, n_blocks, n_blocks, with_z).start \
+        + tid * unit_thread_size(d, k, batch_size)
     xb = mine
     out = xb + pad16(batch_size * d)
     dz = out + pad16(batch_size * k)
@@ -892,17 +918,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     memcpy(b2_s1, state_1 + net.inter_off[1], k * sizeof(floating))
     if adam:
         memcpy(b2_s2, state_2 + net.inter_off[1], k * sizeof(floating))
-    # pack this thread's blocks
-    base = ws
-    for j in range(last):
-        Hj = units_of(H, n_blocks, j)
-        n_p = pad16(d * Hj + Hj * k + Hj)
-        if j >= first:
-            pack_unit_block(net, params, base, n_blocks, j, False)
-            pack_unit_block(net, state_1, base + 2 * n_p, n_blocks, j, False)
-            if adam:
-                pack_unit_block(net, state_2, base + 3 * n_p, n_blocks, j, False)
-        base += unit_block_size(d, Hj, k, batch_size, with_z)
+    pack_unit_blocks(net, ws, batch_size, n_blocks, first, last, with_z, params, state_1,
+                     state_2, False)
 
     while start < n_rows:
         m = min(batch_size, n_rows - start)
@@ -914,27 +931,23 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 memcpy(xb + i * d, X + tg.rows[start + i] * d, d * sizeof(floating))
             x_rows = xb
         # forward, block by block: h_j = f(x W1_j + b1_j), part_j = h_j W2_j
-        base = ws
-        for j in range(last):
-            Hj = units_of(H, n_blocks, j)
-            if j >= first:
-                n_p = pad16(d * Hj + Hj * k + Hj)
-                p_j = base
-                h_j = base + 4 * n_p
-                z_j = h_j + 2 * pad16(batch_size * Hj)
-                part = base + 4 * n_p + pad16(batch_size * Hj) * (3 if with_z else 2) \
-                    + parity * pad16(batch_size * k)
-                fill_rows(h_j, p_j + d * Hj + Hj * k, m, Hj)
-                gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0, x_rows,
-                     <int> d, p_j, <int> Hj, <floating> 1.0, h_j, <int> Hj)
-                if with_z:
-                    memcpy(z_j, h_j, m * Hj * sizeof(floating))
-                activate(act, h_j, m * Hj)
-                gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
-                     <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
-                # the L2 term reads the weights this batch steps from
-                sq_parts[parity * n_blocks + j] = sum_of_squares(p_j, <int> (d * Hj + Hj * k))
-            base += unit_block_size(d, Hj, k, batch_size, with_z)
+        for j in range(first, last):
+            blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
+            Hj = blk.units
+            p_j = ws + blk.start
+            h_j = p_j + blk.h
+            z_j = h_j + 2 * blk.rows
+            part = p_j + blk.part + parity * blk.part_len
+            fill_rows(h_j, p_j + blk.n_w, m, Hj)
+            gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0, x_rows,
+                 <int> d, p_j, <int> Hj, <floating> 1.0, h_j, <int> Hj)
+            if with_z:
+                memcpy(z_j, h_j, m * Hj * sizeof(floating))
+            activate(act, h_j, m * Hj)
+            gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
+                 <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
+            # the L2 term reads the weights this batch steps from
+            sq_parts[parity * n_blocks + j] = sum_of_squares(p_j, <int> blk.n_w)
         if T > 1:
             pb_barrier()
         if stop[parity]:
@@ -942,13 +955,9 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         # out = b2 + the blocks' parts in block order; then the same softmax, loss and
         # dz in every thread
         fill_rows(out, b2, m, k)
-        base = ws
         for j in range(n_blocks):
-            Hj = units_of(H, n_blocks, j)
-            part = base + 4 * pad16(d * Hj + Hj * k + Hj) \
-                + pad16(batch_size * Hj) * (3 if with_z else 2) + parity * pad16(batch_size * k)
-            add_inplace(out, part, m * k)
-            base += unit_block_size(d, Hj, k, batch_size, with_z)
+            blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
+            add_inplace(out, ws + blk.start + blk.part + parity * blk.part_len, m * k)
         if net.output == SOFTMAX:
             softmax_rows(out, m, k)
         else:
@@ -967,57 +976,43 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         step_range(b2, gb2, <const floating*> NULL, b2_s1, b2_s2 if adam else NULL, k,
                    0.0, sw_sum, solver, lr_t, momentum, nesterov, beta_1, beta_2, epsilon)
         # backward and step, block by block
-        base = ws
-        for j in range(last):
-            Hj = units_of(H, n_blocks, j)
-            if j >= first:
-                n_p = pad16(d * Hj + Hj * k + Hj)
-                n_w = d * Hj + Hj * k
-                p_j = base
-                g_j = base + n_p
-                s1_j = base + 2 * n_p
-                s2_j = base + 3 * n_p
-                h_j = base + 4 * n_p
-                dh_j = h_j + pad16(batch_size * Hj)
-                z_j = dh_j + pad16(batch_size * Hj)
-                # dW2_j = h_j^T dz;  dh_j = dz W2_j^T, then ⊙ f'
-                gemm(True, False, <int> Hj, <int> k, <int> m, <floating> 1.0, h_j,
-                     <int> Hj, dz, <int> k, <floating> 0.0, g_j + d * Hj, <int> k)
-                gemm(False, True, <int> m, <int> Hj, <int> k, <floating> 1.0, dz, <int> k,
-                     p_j + d * Hj, <int> k, <floating> 0.0, dh_j, <int> Hj)
-                multiply_derivative(act, h_j, z_j if with_z else NULL, dh_j, m * Hj)
-                # dW1_j = x^T dz_j;  db1_j = colsum(dz_j)
-                gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0, x_rows,
-                     <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
-                memset(g_j + n_w, 0, Hj * sizeof(floating))
-                colsum_add(dh_j, m, Hj, g_j + n_w)
-                step_range(p_j, g_j, <const floating*> NULL, s1_j, s2_j if adam else NULL,
-                           n_w, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,
-                           beta_1, beta_2, epsilon)
-                step_range(p_j + n_w, g_j + n_w, <const floating*> NULL, s1_j + n_w,
-                           s2_j + n_w if adam else NULL, Hj, 0.0, sw_sum, solver, lr_t,
-                           momentum, nesterov, beta_1, beta_2, epsilon)
-            base += unit_block_size(d, Hj, k, batch_size, with_z)
+        for j in range(first, last):
+            blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
+            Hj = blk.units
+            n_w = blk.n_w
+            p_j = ws + blk.start
+            g_j = p_j + blk.stride
+            s1_j = p_j + 2 * blk.stride
+            s2_j = p_j + 3 * blk.stride
+            h_j = p_j + blk.h
+            dh_j = h_j + blk.rows
+            z_j = dh_j + blk.rows
+            # dW2_j = h_j^T dz;  dh_j = dz W2_j^T, then ⊙ f'
+            gemm(True, False, <int> Hj, <int> k, <int> m, <floating> 1.0, h_j,
+                 <int> Hj, dz, <int> k, <floating> 0.0, g_j + d * Hj, <int> k)
+            gemm(False, True, <int> m, <int> Hj, <int> k, <floating> 1.0, dz, <int> k,
+                 p_j + d * Hj, <int> k, <floating> 0.0, dh_j, <int> Hj)
+            multiply_derivative(act, h_j, z_j if with_z else NULL, dh_j, m * Hj)
+            # dW1_j = x^T dz_j;  db1_j = colsum(dz_j)
+            gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0, x_rows,
+                 <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
+            memset(g_j + n_w, 0, Hj * sizeof(floating))
+            colsum_add(dh_j, m, Hj, g_j + n_w)
+            step_range(p_j, g_j, <const floating*> NULL, s1_j, s2_j if adam else NULL,
+                       n_w, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,
+                       beta_1, beta_2, epsilon)
+            step_range(p_j + n_w, g_j + n_w, <const floating*> NULL, s1_j + n_w,
+                       s2_j + n_w if adam else NULL, Hj, 0.0, sw_sum, solver, lr_t,
+                       momentum, nesterov, beta_1, beta_2, epsilon)
         if tid == 0 and signal_due(&last_check):
             stop[1 - parity] = 1
         parity = 1 - parity
         start += batch_size
 
     # back into the flat layout
-    base = ws
-    for j in range(last):
-        Hj = units_of(H, n_blocks, j)
-        n_p = pad16(d * Hj + Hj * k + Hj)
-        if j >= first:
-            pack_unit_block(net, params, base, n_blocks, j, True)
-            pack_unit_block(net, state_1, base + 2 * n_p, n_blocks, j, True)
-            if adam:
-                pack_unit_block(net, state_2, base + 3 * n_p, n_blocks, j, True)
-        base += unit_block_size(d, Hj, k, batch_size, with_z)
+    pack_unit_blocks(net, ws, batch_size, n_blocks, first, last, with_z, params, state_1,
+                     state_2, True)
     if tid == 0:
-        if stop[parity]:
-            # the loop ran to its end with the stop set by the last batch
-            stop[0] = 1
         memcpy(params + net.inter_off[1], b2, k * sizeof(floating))
         memcpy(state_1 + net.inter_off[1], b2_s1, k * sizeof(floating))
         if adam:
@@ -1031,7 +1026,7 @@ cdef int _loss_grad(const Net* net, const floating* X, const floating* Y,
                     const floating* sw, Targets* tg, intp n_rows, intp chunk,
                     const floating* params, floating* grads, floating* acts,
                     floating* deltas, floating* zs, double* result) except -1 nogil:
-    cdef intp start, m, i, L = net.n_layers
+    cdef intp start, m, L = net.n_layers
     cdef double loss_sum = 0, sw_sum = 0
     cdef floating* P = acts + net.act_off[L - 1]
     cdef double last_check = seconds()
@@ -1046,11 +1041,8 @@ cdef int _loss_grad(const Net* net, const floating* X, const floating* Y,
         start += chunk
         if start < n_rows and check_signals(&last_check) < 0:
             return -1
-    if sw != NULL:
-        for i in range(n_rows):
-            sw_sum += sw[i]
-    else:
-        sw_sum = n_rows
+    tg.start = 0
+    sw_sum = batch_weight(sw, tg, n_rows)
     result[0] = finish_gradient(net, params, grads, loss_sum, sw_sum)
     return 0
 
@@ -1135,7 +1127,7 @@ def trace(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
                             alpha, indices, indptr)
     cdef Targets tg
-    cdef intp i, L = net.n_layers
+    cdef intp L = net.n_layers
     cdef double loss_sum, sw_sum = 0, result
     cdef const floating* swp = cptr_or_null(sw)
     cdef floating* P = &acts[0] + net.act_off[L - 1]
@@ -1148,10 +1140,6 @@ def trace(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter
                                &deltas[0] + net.act_off[L - 1])
         backward(&net, &X[0], &tg, n_rows, &params[0], &acts[0], &deltas[0], NULL,
                  &grads[0], False, &zs[0], NULL, &dhs[0])
-        if swp != NULL:
-            for i in range(n_rows):
-                sw_sum += swp[i]
-        else:
-            sw_sum = n_rows
+        sw_sum = batch_weight(swp, &tg, n_rows)
         result = finish_gradient(&net, &params[0], &grads[0], loss_sum, sw_sum)
     return result, sw_sum

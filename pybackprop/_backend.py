@@ -131,7 +131,7 @@ class CythonBackend:
         self.grads = np.empty(1 if by_units else lay.n_params * n_blocks, dtype=data.dtype)
         empty = np.empty(0, dtype=data.dtype)
         self.zs = np.empty(size, dtype=data.dtype) if net.needs_z else empty
-        self.masks = np.empty(max(size, 1), dtype=data.dtype) if net.keep.size else empty
+        self.masks = np.empty(size, dtype=data.dtype) if net.keep.size else empty
 
     def _args(self):
         lay = self.net.layout
