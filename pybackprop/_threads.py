@@ -32,6 +32,12 @@ _holders = 0  # fits inside a one-thread section right now
 _limiter = None  # threadpoolctl's limit, held while any of them runs
 
 
+def _in_main_thread():
+    """Only fits in the main thread change thread counts: fits in other threads may
+    run side by side, and the counts are one number for the whole process."""
+    return threading.current_thread() is threading.main_thread()
+
+
 @contextlib.contextmanager
 def _one_blas_thread():
     """BLAS on one thread while a fit needs it, through threadpoolctl (which then
@@ -65,7 +71,7 @@ def blas_threads_for(units, rows, n_threads=1):
     if n_threads > 1:
         return _one_blas_thread()
     largest = max(2.0 * rows * a * b for a, b in zip(units[:-1], units[1:]))
-    if largest >= SMALL_PRODUCT_FLOPS or threading.current_thread() is not threading.main_thread():
+    if largest >= SMALL_PRODUCT_FLOPS or not _in_main_thread():
         # BLAS's thread count is one number for the whole process: fits running in
         # other threads leave it alone (OpenBLAS did not take back its count reliably
         # when fits in two threads overlapped: tests/test_threads_memory.py)
@@ -118,7 +124,7 @@ def fit_split(rows, dropout):
     else:
         blocks = max(1, min(usable_cores(), rows // MIN_ROWS_PER_BLOCK))
     if (_forked or not _kernels.HAVE_OPENMP
-            or threading.current_thread() is not threading.main_thread()):
+            or not _in_main_thread()):
         return blocks, 1
     return blocks, max(1, min(blocks, _kernels.max_threads()))
 

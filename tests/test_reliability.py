@@ -196,8 +196,13 @@ def call(est, method, X, y, sample_weight=None):
 @pytest.mark.parametrize("case, kind, method", DATA_CASES)
 def test_bad_data_raises_and_keeps_fitted_model(case, kind, method, backend):
     """Bad data raises a ValueError naming the problem; the fitted model is untouched."""
+    assert_rejected_keeps_model(fitted(kind, backend=backend), case, kind, method)
+
+
+def assert_rejected_keeps_model(est, case, kind, method):
+    """``method`` with bad data ``case`` raises the case's ValueError and leaves the
+    fitted ``est`` as it was."""
     make, match, _, _ = BAD_DATA[case]
-    est = fitted(kind, backend=backend)
     before = snapshot(est)
     X, y, sw = make(X_GOOD, TARGETS[kind])
     with pytest.raises(ValueError, match=match):
@@ -210,16 +215,9 @@ def test_bad_data_raises_and_keeps_fitted_model(case, kind, method, backend):
                                   "single_class", "all_zero_sample_weight"])
 def test_bad_data_lbfgs_refit_keeps_model(case):
     """The same guarantee for L-BFGS (no partial_fit), cold and warm refits."""
-    make, match, kinds, _ = BAD_DATA[case]
-    kind = kinds[0]
+    kind = BAD_DATA[case][2][0]
     for method in ("fit", "warm_start"):
-        est = fitted(kind, solver="lbfgs")
-        before = snapshot(est)
-        X, y, sw = make(X_GOOD, TARGETS[kind])
-        with pytest.raises(ValueError, match=match):
-            call(est, method, X, y, sw)
-        est.set_params(warm_start=False)
-        assert_same_model(est, before)
+        assert_rejected_keeps_model(fitted(kind, solver="lbfgs"), case, kind, method)
 
 
 @pytest.mark.parametrize("case", ["nan_X", "inf_y", "empty_X", "3d_X", "string_X",
