@@ -471,7 +471,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
                                 dropout)
         backend = BACKENDS[self.backend](net, data, batch_size, n_blocks, n_threads,
                                          by_units)
-        sample_idx = np.arange(n_train, dtype=int)
+        sample_idx = np.arange(n_train, dtype=np.intp)
         with blas_threads_for(self._layout.units, batch_size, n_threads):
             self._epochs(backend, optimizer, params, random_state, dropout, sample_idx,
                          train_idx, n_train, batch_size, early_stopping, X_val, y_val,
@@ -487,11 +487,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
-                    # the draws of sklearn.utils.shuffle(sample_idx, random_state=...),
-                    # without its validation overhead
-                    order = np.arange(n_train)
-                    random_state.shuffle(order)
-                    sample_idx = sample_idx[order]
+                    # the draws and the order of sklearn.utils.shuffle(sample_idx,
+                    # random_state=...), which shuffles an arange and indexes with it:
+                    # the same swaps made on sample_idx itself, in place
+                    random_state.shuffle(sample_idx)
                     rows = sample_idx if train_idx is None else train_idx[sample_idx]
                 else:
                     rows = train_idx
