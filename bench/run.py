@@ -23,6 +23,10 @@ Figures:
   ``2 * n * (d*h1 + sum(h_i*h_(i+1)))``.
 * gemm peak: ``np.dot`` and scipy's BLAS ``?gemm`` (the library pybackprop's kernels
   call) on square matrices in the same run; the fraction of peak divides by the larger.
+  A workload judged against the peak measures it again in every repeat, just before
+  pybackprop's run, and reports the median of the per-repeat fractions: this shared
+  machine's speed drifts by 10-30 % over minutes, so a peak taken once at the start
+  can judge a slow phase against a fast one (either way).
 * gemm floor: the same epoch's matrix products alone (``np.matmul`` on preallocated
   buffers of the workload's shapes), i.e. the time an ideal kernel would spend in BLAS.
 * memory: ``tracemalloc`` peak of a separate, untimed one-epoch fit, above what was
@@ -140,6 +144,50 @@ def gemm_peak(size, repeats=3):
         rates["peak"] = max(rates.values())
         out[np.dtype(dtype).name] = rates
     return out
+
+
+def peak_run(dtype, size):
+    """A run for ``alternate``: the GFLOP/s of one ``dtype`` gemm of (size x size)
+    matrices (the larger of np.dot and scipy's ?gemm, each the best of 2 calls), taken
+    next to each repeat of a workload judged against the peak, so that the fraction
+    of peak compares two timings made within seconds of each other. The machine's
+    speed drifts by 10-30 % over minutes (shared cores); a peak taken once at the start
+    of the run would judge a later slow phase against an earlier fast one."""
+    rng = np.random.default_rng(SEED)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    af = np.asfortranarray(a)
+    c = np.empty((size, size), dtype=dtype)
+    routine = blas.sgemm if np.dtype(dtype) == np.float32 else blas.dgemm
+    calls = (lambda: np.dot(a, a, out=c), lambda: routine(1.0, af, af))
+    # and the memory bandwidth of a 128 MiB copy: the slow phases of this machine slow
+    # memory-bound work (the optimizer step, row gathers) far more than a gemm
+    src = np.ones(2**24)
+    dst = np.empty_like(src)
+    for fn in calls:
+        fn()  # warm-up
+    np.copyto(dst, src)
+
+    def run():
+        best = []
+        for fn in calls:
+            ts = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            best.append(min(ts))
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        run.copy_gbs.append(2 * src.nbytes / (time.perf_counter() - t0) / 1e9)
+        return min(best), None
+    run.copy_gbs = []
+    return run
+
+
+def paired_fraction(flops, pb_seconds, rates):
+    """Median over repeats of (pybackprop's GFLOP/s in repeat i) / (the gemm peak
+    measured next to it)."""
+    return statistics.median(flops / t / 1e9 / rate for t, rate in zip(pb_seconds, rates))
 
 
 # ---------------------------------------------------------------------------
@@ -437,7 +485,13 @@ def fit_workload(name, cfg):
     if "torch" in runs:
         TorchMLP({**spec, "epochs": 1}, X.shape[1], task, y).fit(X[:256], y[:256])
 
+    paired = target is not None and target[0] == "peak"
+    if paired:
+        runs = {"gemm peak": peak_run(spec["dtype"], cfg.gemm), **runs}
+        copy_gbs = runs["gemm peak"].copy_gbs
     times, est = alternate(runs, cfg.repeats)
+    est.pop("gemm peak", None)
+    peak_seconds = times.pop("gemm peak", None)
     iters = {k: getattr(v, "n_iter_", epochs) for k, v in est.items()}
     per_epoch = {k: statistics.median(v) / max(iters[k], 1) for k, v in times.items()}
     if len(set(iters.values())) > 1:
@@ -448,6 +502,11 @@ def fit_workload(name, cfg):
     d_eff = X.nnz / n if sp.issparse(X) else d
     k = len(np.unique(y)) if task == "clf" else 1
     flops = fit_flops(n, d_eff, spec["hidden"], k, iters["pybackprop"])
+    paired_peak = None
+    if paired:
+        rates = [2.0 * cfg.gemm**3 / t / 1e9 for t in peak_seconds]
+        paired_peak = dict(rates=rates, copy_gbs=copy_gbs,
+                           fraction=paired_fraction(flops, times["pybackprop"], rates))
     mem = {c: traced_peak_mib(lambda: makers[c]().set_params(
         max_iter=spec.get("mem_iter", 1)).fit(X, y)) for c in ("pybackprop", "sklearn")}
     floor = None
@@ -462,7 +521,7 @@ def fit_workload(name, cfg):
         scores=scores, score_name="acc" if task == "clf" else "R²",
         mem=mem, mem_note="1-epoch fit" if spec["solver"] != "lbfgs" else "%d-iteration fit"
         % spec.get("mem_iter", 1),
-        floor=floor, target=target, notes=notes,
+        floor=floor, target=target, notes=notes, paired_peak=paired_peak,
         shape="n=%d d=%d%s h=%s k=%d batch=%s %s/%s, %d %s" % (
             n, d, " (CSR, %.0f nnz/row)" % d_eff if sp.issparse(X) else "", spec["hidden"], k,
             spec["batch"], spec["activation"], spec["solver"], epochs,
@@ -599,18 +658,28 @@ def predict_workload(name, cfg):
     runs = {k: run_of(v) for k, v in peers.items()}
     for run in runs.values():
         run()  # warm-up
+    paired = target is not None and target[0] == "peak"
+    if paired:
+        runs = {"gemm peak": peak_run(model.coefs_[0].dtype.type, cfg.gemm), **runs}
+        copy_gbs = runs["gemm peak"].copy_gbs
     times, _ = alternate(runs, cfg.repeats)
+    peak_seconds = times.pop("gemm peak", None)
     per_call = {k: statistics.median(v) for k, v in times.items()}
     scores = {k: float(np.mean(np.asarray(model.classes_)[v.predict_proba(X).argmax(1)] == y))
               for k, v in peers.items()}
     n = 1 if one_row else X.shape[0]
     flops = predict_flops(n, X.shape[1], model.hidden_layer_sizes, len(model.classes_))
+    paired_peak = None
+    if paired:
+        rates = [2.0 * cfg.gemm**3 / t / 1e9 for t in peak_seconds]
+        paired_peak = dict(rates=rates, copy_gbs=copy_gbs,
+                           fraction=paired_fraction(flops, times["pybackprop"], rates))
     mem = {k: traced_peak_mib(lambda: peers[k].predict_proba(X if not one_row else X[:1]))
            for k in ("pybackprop", "sklearn")}
     return dict(workload=name, unit="s/call", dtype=model.coefs_[0].dtype.name,
                 times=per_call, raw=times, gflops=flops / per_call["pybackprop"] / 1e9,
                 scores=scores, score_name="acc", mem=mem, mem_note="one call",
-                floor=None, target=target, notes=notes,
+                floor=None, target=target, notes=notes, paired_peak=paired_peak,
                 shape="%s rows/call, d=%d h=%s" % (
                     1 if one_row else X.shape[0], X.shape[1], model.hidden_layer_sizes))
 
@@ -708,7 +777,9 @@ WORKLOADS = {
 def judge(r, peak):
     """(target text, met text, fraction of peak)."""
     frac = None
-    if r.get("gflops") is not None and peak:
+    if r.get("paired_peak"):
+        frac = r["paired_peak"]["fraction"]
+    elif r.get("gflops") is not None and peak:
         frac = r["gflops"] / peak[r["dtype"]]["peak"]
     tgt = r["target"]
     if tgt is None:
@@ -786,7 +857,10 @@ same epochs. Each repeat runs pybackprop, scikit-learn, the NumPy backend and to
 turn. Fit time includes `fit`'s own input validation, not data generation. GFLOP/s =
 `epochs·n·(4·d·h1 + 6·Σ h_i·h_(i+1))` / pybackprop's time (sparse: d = nonzeros per row;
 predict: `2·n·Σ fan_in·fan_out`); % peak divides by the larger of `np.dot` and scipy
-`?gemm` GFLOP/s below for the workload's dtype. Peak MiB: tracemalloc peak of a
+`?gemm` GFLOP/s for the workload's dtype: for workloads judged against the peak, that
+gemm runs in each repeat, just before pybackprop, and % peak is the median of the
+per-repeat fractions (the start-of-run peak below is kept for the other rows and
+quoted beside it in the notes). Peak MiB: tracemalloc peak of a
 separate untimed 1-epoch fit (L-BFGS: 5 iterations; predict: one call), i.e. the
 NumPy/Python allocations of the fit, not BLAS's internal buffers."""
 
@@ -816,6 +890,20 @@ def write_report(path, info, peak, results, cfg, elapsed):
     parts += ["- " + n for n in NOTES]
     for r in results:
         parts += ["- " + n for n in r["notes"]]
+        pp = r.get("paired_peak")
+        if pp:
+            start = r["gflops"] / peak[r["dtype"]]["peak"] if peak else float("nan")
+            parts.append(
+                "- %s: %% peak %.0f %% is the median over repeats of pybackprop's GFLOP/s "
+                "over the %s gemm peak measured just before it (%s GFLOP/s); against the "
+                "peak measured at the start of the run it is %.0f %%. pybackprop's time "
+                "per repeat: %s; memory bandwidth (128 MiB copy) measured with each peak: "
+                "%s GB/s." % (
+                    r["workload"], 100 * pp["fraction"], r["dtype"],
+                    ", ".join("%.1f" % x for x in pp["rates"]), 100 * start,
+                    ", ".join(fmt_t(t / r["iters"]["pybackprop"] if "iters" in r else t)
+                              for t in r["raw"]["pybackprop"]),
+                    ", ".join("%.1f" % x for x in pp["copy_gbs"])))
     parts += ["- score columns: pybackprop / scikit-learn / NumPy backend / torch; peak MiB: "
               "tracemalloc peak of an untimed fit (or predict call) of pybackprop / "
               "scikit-learn, see bench/run.py's docstring.",
