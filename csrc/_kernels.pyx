@@ -129,6 +129,28 @@ cdef double SIGNAL_INTERVAL = 0.005
 # mnist-shape epoch while the other took 23 ms; 16 slices: 26-34 ms each
 cdef int SLICES_PER_BLOCK = 8
 
+# a sparse first layer reads (and, backward, writes) one row of W_1 per nonzero, rows
+# that lie anywhere in W_1: their cache lines are asked for this many nonzeros ahead
+# (on a 20000 x 128 float32 W_1, 15 % off the time of the row products)
+cdef intp PREFETCH_AHEAD = 4
+
+cdef extern from *:
+    """
+    static inline void pb_prefetch_span(const void* p, Py_ssize_t bytes, int write)
+    {
+    #if defined(__GNUC__) || defined(__clang__)
+        const char* c = (const char*)p;
+        for (Py_ssize_t o = 0; o < bytes; o += 64) {
+            if (write) __builtin_prefetch(c + o, 1);
+            else __builtin_prefetch(c + o, 0);
+        }
+    #else
+        (void)p; (void)bytes; (void)write;
+    #endif
+    }
+    """
+    void prefetch_span "pb_prefetch_span"(const void* p, Py_ssize_t nbytes, int write) noexcept nogil
+
 
 cdef int signal_due(double* last) noexcept nogil:
     """1 when a signal handler raised (the exception stays set), else 0; looks only
@@ -232,7 +254,7 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
     NULL, each layer's z (before its activation) is kept there, laid out as ``acts``.
     When ``masks`` is not NULL (training with dropout), hidden layers drop units."""
     cdef intp L = net.n_layers, d = net.units[0]
-    cdef intp l, i, p, r, fan_in, fan_out
+    cdef intp l, i, p, r, end, fan_in, fan_out
     cdef const floating* h_prev
     cdef const floating* W
     cdef const floating* b
@@ -248,11 +270,16 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
         # Z = bias row, broadcast; the product then adds onto it (beta = 1)
         fill_rows(z, b, m, fan_out)
         if l == 0 and net.sparse:
-            # Z += X[rows] @ W_1, reading each CSR row where it lies
+            # Z += X[rows] @ W_1, reading each CSR row where it lies; the rows of W_1
+            # that the row's nonzeros pick lie anywhere: ask for them a few ahead
             for i in range(m):
                 r = row_of(tg, i)
                 z_row = z + i * fan_out
-                for p in range(net.indptr[r], net.indptr[r + 1]):
+                end = net.indptr[r + 1]
+                for p in range(net.indptr[r], end):
+                    if p + PREFETCH_AHEAD < end:
+                        prefetch_span(W + net.indices[p + PREFETCH_AHEAD] * fan_out,
+                                      fan_out * sizeof(floating), 0)
                     axpy(<int> fan_out, X[p], W + net.indices[p] * fan_out, z_row)
         else:
             if l == 0:
@@ -368,7 +395,7 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
     of a training batch (or NULL). When ``dhs`` is not NULL, each hidden layer's dh
     (before ⊙ f') is kept there."""
     cdef intp L = net.n_layers, d = net.units[0]
-    cdef intp l, i, p, r, fan_in, fan_out, n
+    cdef intp l, i, p, r, end, fan_in, fan_out, n
     cdef floating beta = 1.0 if accumulate else 0.0
     cdef floating keep
     cdef floating* h
@@ -393,7 +420,11 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
             for i in range(m):
                 r = row_of(tg, i)
                 dz_row = dz + i * fan_out
-                for p in range(net.indptr[r], net.indptr[r + 1]):
+                end = net.indptr[r + 1]
+                for p in range(net.indptr[r], end):
+                    if p + PREFETCH_AHEAD < end:
+                        prefetch_span(dW + net.indices[p + PREFETCH_AHEAD] * fan_out,
+                                      fan_out * sizeof(floating), 1)
                     axpy(<int> fan_out, X[p], dz_row, dW + net.indices[p] * fan_out)
         else:
             if l > 0:
