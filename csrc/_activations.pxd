@@ -40,6 +40,10 @@ cdef extern from "_vexp.h" nogil:
     void pb_relu_inplacef(float* z, Py_ssize_t n)
     void pb_relu_grad(const double* h, double* d, Py_ssize_t n)
     void pb_relu_gradf(const float* h, float* d, Py_ssize_t n)
+    void pb_tanh_grad(const double* h, double* d, Py_ssize_t n)
+    void pb_tanh_gradf(const float* h, float* d, Py_ssize_t n)
+    void pb_sigmoid_grad(const double* h, double* d, Py_ssize_t n)
+    void pb_sigmoid_gradf(const float* h, float* d, Py_ssize_t n)
     void pb_fill_rows(double* z, const double* b, Py_ssize_t rows, Py_ssize_t cols)
     void pb_fill_rowsf(float* z, const float* b, Py_ssize_t rows, Py_ssize_t cols)
     void pb_colsum_add(const double* a, Py_ssize_t rows, Py_ssize_t cols, double* out)
@@ -199,11 +203,17 @@ cdef inline void multiply_derivative(int kind, const floating* h, const floating
     cdef Py_ssize_t i
     cdef floating s, x
     if kind == LOGISTIC:
-        for i in range(n):
-            d[i] = d[i] * h[i] * (1 - h[i])
+        # d h (1 - h)
+        if floating is float:
+            pb_sigmoid_gradf(h, d, n)
+        else:
+            pb_sigmoid_grad(h, d, n)
     elif kind == TANH:
-        for i in range(n):
-            d[i] = d[i] * (1 - h[i] * h[i])
+        # d (1 - h²)
+        if floating is float:
+            pb_tanh_gradf(h, d, n)
+        else:
+            pb_tanh_grad(h, d, n)
     elif kind == RELU:
         if floating is float:
             pb_relu_gradf(h, d, n)

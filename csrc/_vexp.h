@@ -194,7 +194,8 @@ PB_CLONES static void pb_tanh_inplace(double* z, Py_ssize_t n)
 PB_CLONES static void pb_tanh_inplacef(float* z, Py_ssize_t n)
 { for (Py_ssize_t i = 0; i < n; i++) z[i] = pb_tanhf(z[i]); }
 
-/* The simple loops of every layer, cloned alike: relu and its derivative, the bias
+/* The simple loops of every layer, cloned alike: relu, the derivatives of relu, tanh
+ * and the logistic (through the activation's output h), the bias
  * row broadcast, column sums (summed row after row, as a plain loop would) and
  * elementwise adds. */
 #define PB_DEFINE_SIMPLE(T, SUFFIX)                                                     \
@@ -202,6 +203,10 @@ PB_CLONES static void pb_relu_inplace##SUFFIX(T* z, Py_ssize_t n)               
 { for (Py_ssize_t i = 0; i < n; i++) z[i] = z[i] < 0 ? (T)0 : z[i]; }                   \
 PB_CLONES static void pb_relu_grad##SUFFIX(const T* h, T* d, Py_ssize_t n)              \
 { for (Py_ssize_t i = 0; i < n; i++) d[i] = h[i] > 0 ? d[i] : (T)0; }                   \
+PB_CLONES static void pb_tanh_grad##SUFFIX(const T* h, T* d, Py_ssize_t n)              \
+{ for (Py_ssize_t i = 0; i < n; i++) d[i] = d[i] * (1 - h[i] * h[i]); }                 \
+PB_CLONES static void pb_sigmoid_grad##SUFFIX(const T* h, T* d, Py_ssize_t n)           \
+{ for (Py_ssize_t i = 0; i < n; i++) d[i] = d[i] * h[i] * (1 - h[i]); }                 \
 PB_CLONES static void pb_fill_rows##SUFFIX(T* z, const T* b, Py_ssize_t rows,           \
                                            Py_ssize_t cols)                             \
 {                                                                                       \
