@@ -74,15 +74,16 @@ BUILD_FLAGS = PB_BUILD_FLAGS.decode()
 
 cdef extern from "_loops.h" nogil:
     void pb_sgd_step(double* p, const double* g, const double* g2, double* vel,
-                     Py_ssize_t n, double alpha, double S, double lr, double mu, int nesterov)
+                     Py_ssize_t n, double alpha, double S, double lr, double mu, int nesterov,
+                     double* sq)
     void pb_sgd_stepf(float* p, const float* g, const float* g2, float* vel, Py_ssize_t n,
-                      float alpha, float S, float lr, float mu, int nesterov)
+                      float alpha, float S, float lr, float mu, int nesterov, double* sq)
     void pb_adam_step(double* p, const double* g, const double* g2, double* m, double* v,
                       Py_ssize_t n, double alpha, double S, double lr_t, double b1,
-                      double b2, double eps)
+                      double b2, double eps, double* sq)
     void pb_adam_stepf(float* p, const float* g, const float* g2, float* m, float* v,
                        Py_ssize_t n, float alpha, float S, float lr_t, float b1, float b2,
-                       float eps)
+                       float eps, double* sq)
 
 cdef enum:
     SQUARED_ERROR = 0
@@ -492,26 +493,28 @@ cdef inline void step_range(floating* params, const floating* grads,
                             const floating* grads_2, floating* state_1,
                             floating* state_2, intp n, double alpha, double sw_sum,
                             int solver, double lr, double momentum, bint nesterov,
-                            double beta_1, double beta_2, double epsilon) noexcept nogil:
+                            double beta_1, double beta_2, double epsilon,
+                            double* sq=NULL) noexcept nogil:
     """For n parameters: g := (g + g2 + α w) / S (g2: ``grads_2``, or 0 when NULL), then
     SGD:  v := μ v - η g;  w += v, or with Nesterov w += μ v - η g;
     Adam: m := β1 m + (1-β1) g;  v := β2 v + (1-β2) g²;  w -= η_t m / (√v + ε)
-    (``lr`` is η, or Adam's bias-corrected η_t). One fused loop, in _loops.h."""
+    (``lr`` is η, or Adam's bias-corrected η_t). One fused loop, in _loops.h, which also
+    leaves Σ w² (before the step) in ``sq`` unless it is NULL."""
     if solver == SGD:
         if floating is float:
             pb_sgd_stepf(params, grads, grads_2, state_1, n, <float> alpha,
-                         <float> sw_sum, <float> lr, <float> momentum, nesterov)
+                         <float> sw_sum, <float> lr, <float> momentum, nesterov, sq)
         else:
             pb_sgd_step(params, grads, grads_2, state_1, n, alpha, sw_sum, lr, momentum,
-                        nesterov)
+                        nesterov, sq)
     else:
         if floating is float:
             pb_adam_stepf(params, grads, grads_2, state_1, state_2, n, <float> alpha,
                           <float> sw_sum, <float> lr, <float> beta_1, <float> beta_2,
-                          <float> epsilon)
+                          <float> epsilon, sq)
         else:
             pb_adam_step(params, grads, grads_2, state_1, state_2, n, alpha, sw_sum, lr,
-                         beta_1, beta_2, epsilon)
+                         beta_1, beta_2, epsilon, sq)
 
 
 cdef inline void step_slice(const Net* net, floating* params, const floating* grads,
@@ -527,11 +530,10 @@ cdef inline void step_slice(const Net* net, floating* params, const floating* gr
     cdef intp n_weights = net.inter_off[0], w_hi = min(hi, n_weights), b_lo = max(lo, n_weights)
     sq[0] = 0
     if lo < w_hi:
-        sq[0] = sum_of_squares(params + lo, <int> (w_hi - lo))
         step_range(params + lo, grads + lo, grads_2 + lo if grads_2 != NULL else NULL,
                    state_1 + lo, state_2 + lo if state_2 != NULL else NULL, w_hi - lo,
                    net.alpha, sw_sum, solver, lr, momentum, nesterov, beta_1, beta_2,
-                   epsilon)
+                   epsilon, sq)
     if b_lo < hi:
         step_range(params + b_lo, grads + b_lo,
                    grads_2 + b_lo if grads_2 != NULL else NULL, state_1 + b_lo,

@@ -8,39 +8,58 @@
 
 #include "_vexp.h"
 
-/* the loop twice, with and without g2, so that neither carries a test per element */
-#define PB_WITH_G2(T, BODY)                                                              \
-    if (g2 != NULL) {                                                                 \
-        for (Py_ssize_t i = 0; i < n; i++) { T gsum = g[i] + g2[i]; BODY }            \
+/* The loop four times, with and without g2, with and without the sum of squares of
+ * the weights before the step (sq not NULL: the L2 term of the batch's loss, summed
+ * here rather than in a pass of its own over the weights), so that none carries a
+ * test per element. The sum is a SIMD reduction (partial sums per lane, added at the
+ * end): its last bits depend on the vector width, like a BLAS dot's. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PB_SIMD_SQ _Pragma("omp simd reduction(+:sq_acc)")
+#else
+#define PB_SIMD_SQ
+#endif
+#define PB_STEP_LOOPS(T, BODY)                                                           \
+    double sq_acc = 0;                                                                \
+    if (g2 != NULL && sq != NULL) {                                                   \
+        PB_SIMD_SQ                                                                    \
+        for (Py_ssize_t i = 0; i < n; i++) {                                          \
+            T w = p[i]; sq_acc += (double)w * w; T gsum = g[i] + g2[i]; BODY }        \
+    } else if (g2 != NULL) {                                                          \
+        for (Py_ssize_t i = 0; i < n; i++) { T w = p[i]; T gsum = g[i] + g2[i]; BODY } \
+    } else if (sq != NULL) {                                                          \
+        PB_SIMD_SQ                                                                    \
+        for (Py_ssize_t i = 0; i < n; i++) {                                          \
+            T w = p[i]; sq_acc += (double)w * w; T gsum = g[i]; BODY }                \
     } else {                                                                          \
-        for (Py_ssize_t i = 0; i < n; i++) { T gsum = g[i]; BODY }                    \
-    }
+        for (Py_ssize_t i = 0; i < n; i++) { T w = p[i]; T gsum = g[i]; BODY }        \
+    }                                                                                 \
+    if (sq != NULL) *sq = sq_acc;
 
 #define PB_DEFINE_STEPS(T, SUFFIX, SQRT)                                              \
 PB_CLONES static void pb_sgd_step##SUFFIX(T* p, const T* g, const T* g2, T* vel,      \
                                           Py_ssize_t n, T alpha, T S, T lr, T mu,     \
-                                          int nesterov)                               \
+                                          int nesterov, double* sq)                   \
 {                                                                                     \
-    PB_WITH_G2(T,                                                                     \
-        T grad = (gsum + alpha * p[i]) / S;                                           \
+    PB_STEP_LOOPS(T,                                                                  \
+        T grad = (gsum + alpha * w) / S;                                              \
         T upd = mu * vel[i] - lr * grad;                                              \
         vel[i] = upd;                                                                 \
         upd = nesterov ? mu * upd - lr * grad : upd;                                  \
-        p[i] += upd;                                                                  \
+        p[i] = w + upd;                                                               \
     )                                                                                 \
 }                                                                                     \
 PB_CLONES static void pb_adam_step##SUFFIX(T* p, const T* g, const T* g2, T* m, T* v, \
                                            Py_ssize_t n, T alpha, T S, T lr_t, T b1,  \
-                                           T b2, T eps)                               \
+                                           T b2, T eps, double* sq)                   \
 {                                                                                     \
     const T c1 = (T)1 - b1, c2 = (T)1 - b2;                                           \
-    PB_WITH_G2(T,                                                                     \
-        T grad = (gsum + alpha * p[i]) / S;                                           \
+    PB_STEP_LOOPS(T,                                                                  \
+        T grad = (gsum + alpha * w) / S;                                              \
         T mi = b1 * m[i] + c1 * grad;                                                 \
         T vi = b2 * v[i] + c2 * (grad * grad);                                        \
         m[i] = mi;                                                                    \
         v[i] = vi;                                                                    \
-        p[i] += (-lr_t * mi) / (SQRT(vi) + eps);                                      \
+        p[i] = w + (-lr_t * mi) / (SQRT(vi) + eps);                                   \
     )                                                                                 \
 }
 
