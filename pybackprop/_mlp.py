@@ -37,7 +37,7 @@ from . import __version__, _backend, _reference
 from ._backend import BACKENDS, Data, Net
 from ._layout import HIDDEN_ACTIVATIONS, Layout
 from ._optim import AdamState, SGDState
-from ._threads import blas_threads_for, cut_by_units, fit_split
+from ._threads import blas_threads_for, cap_row_blocks, cut_by_units, fit_split
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 # scipy >= 1.15 deprecates L-BFGS-B's ``iprint``
@@ -469,6 +469,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
         n_blocks, n_threads = fit_split(batch_size, dropout)
         by_units = cut_by_units(self._layout.units, batch_size, n_blocks, sp.issparse(X),
                                 dropout)
+        if not by_units:
+            n_blocks, n_threads = cap_row_blocks(n_blocks, n_threads, params.size,
+                                                 params.itemsize)
         backend = BACKENDS[self.backend](net, data, batch_size, n_blocks, n_threads,
                                          by_units)
         sample_idx = np.arange(n_train, dtype=np.intp)

@@ -132,6 +132,27 @@ def fit_split(rows, dropout):
 # fewest hidden units in a block when a one-hidden-layer net is cut by units
 MIN_UNITS_PER_BLOCK = 8
 
+# the most memory the gradient buffers of a fit cut by rows may take together (one
+# buffer the size of the parameters per block), unless two buffers alone take more
+ROW_GRADIENTS_BYTES = 64 * 2**20
+
+
+def cap_row_blocks(n_blocks, n_threads, n_params, itemsize):
+    """``(n_blocks, n_threads)`` for a fit cut by rows, with no more blocks than fit
+    ROW_GRADIENTS_BYTES of gradient buffers (two at the least).
+
+    Each block of rows fills a gradient buffer the size of the parameters, and every
+    batch sums them all: on 2 cores, 4 or 8 blocks instead of 2 cost 28-82 % more per
+    epoch (sparse and mnist-shape workloads of bench/run.py, FORCE_BLOCKS). Without a
+    cap, a sparse 20000-feature, 128-unit model on 64 cores would hold 25 buffers of
+    10 MB and read them all every batch; with it, 6. A fit cut by hidden units holds
+    no such buffers and is not capped."""
+    if FORCE_BLOCKS is not None:
+        return n_blocks, n_threads
+    fit = max(2, ROW_GRADIENTS_BYTES // max(1, n_params * itemsize))
+    blocks = min(n_blocks, fit)
+    return blocks, min(n_threads, blocks)
+
 
 def cut_by_units(units, rows, n_blocks, sparse, dropout):
     """Whether a fit cuts its hidden units into the n_blocks blocks rather than its

@@ -240,6 +240,37 @@ UNIT_CASES = {
 }
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_row_blocks_capped_by_gradient_memory(blocks, monkeypatch):
+    """Blocks of rows hold one parameter-sized gradient buffer each: no more of them
+    than fit ROW_GRADIENTS_BYTES (but two at the least), whatever the core count."""
+    blocks(None)
+    budget = _threads.ROW_GRADIENTS_BYTES
+    small, big = 10_000, 2_560_000 + 128 + 1280 + 10   # digits-like; sparse 20000×128
+    assert _threads.cap_row_blocks(25, 25, small, 8) == (25, 25)
+    assert _threads.cap_row_blocks(25, 25, big, 4) == (budget // (big * 4), budget // (big * 4))
+    assert _threads.cap_row_blocks(25, 3, big, 4) == (budget // (big * 4), 3)
+    assert _threads.cap_row_blocks(25, 25, 10 * budget, 4) == (2, 2)   # two at the least
+    assert _threads.cap_row_blocks(1, 1, 10 * budget, 4) == (1, 1)
+    blocks(25)   # forced (tests, benchmarks): as forced
+    assert _threads.cap_row_blocks(25, 25, big, 4) == (25, 25)
+    # and a fit takes it: on 64 cores, a sparse 20000-feature fit gets 6 blocks
+    blocks(None)
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 64)
+    seen = []
+    real = CythonBackend.__init__
+
+    def spy(self, net, data, batch_rows, n_blocks=1, n_threads=1, by_units=False):
+        seen.append((n_blocks, by_units))
+        real(self, net, data, batch_rows, n_blocks, n_threads, by_units)
+
+    monkeypatch.setattr(CythonBackend, "__init__", spy)
+    X = sp.random(300, 20000, density=0.005, format="csr", random_state=0, dtype=np.float32)
+    y = np.arange(300) % 10
+    MLPClassifier(hidden_layer_sizes=(128,), max_iter=1, random_state=0).fit(X, y)
+    assert seen[-1] == (6, False)
+
+
 def test_cut_by_units_rules():
     assert _threads.cut_by_units([64, 100, 10], 200, 2, False, False)
     assert not _threads.cut_by_units([64, 100, 10], 200, 1, False, False)   # one block
