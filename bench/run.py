@@ -179,15 +179,34 @@ def peak_run(dtype, size):
         t0 = time.perf_counter()
         np.copyto(dst, src)
         run.copy_gbs.append(2 * src.nbytes / (time.perf_counter() - t0) / 1e9)
+        run.rates.append(2.0 * size**3 / min(best) / 1e9)
         return min(best), None
-    run.copy_gbs = []
+    run.rates, run.copy_gbs = [], []
     return run
 
 
-def paired_fraction(flops, pb_seconds, rates):
-    """Median over repeats of (pybackprop's GFLOP/s in repeat i) / (the gemm peak
-    measured next to it)."""
-    return statistics.median(flops / t / 1e9 / rate for t, rate in zip(pb_seconds, rates))
+def alternate_with_peak(runs, repeats, target, dtype, size):
+    """``alternate(runs, repeats)``, with a peak_run first in every repeat when the
+    workload is judged against the gemm peak; returns the times and last artifacts
+    without the peak's, and the peak run (None when there is none)."""
+    peak = None
+    if target is not None and target[0] == "peak":
+        peak = peak_run(dtype, size)
+        runs = {"gemm peak": peak, **runs}
+    times, last = alternate(runs, repeats)
+    times.pop("gemm peak", None)
+    last.pop("gemm peak", None)
+    return times, last, peak
+
+
+def paired_peak(peak, flops, pb_seconds):
+    """None without a peak run; else its rates and copy bandwidths, and the median
+    over repeats of (pybackprop's GFLOP/s in repeat i) / (the peak measured next to
+    it)."""
+    if peak is None:
+        return None
+    return dict(rates=peak.rates, copy_gbs=peak.copy_gbs, fraction=statistics.median(
+        flops / t / 1e9 / rate for t, rate in zip(pb_seconds, peak.rates)))
 
 
 # ---------------------------------------------------------------------------
@@ -485,13 +504,7 @@ def fit_workload(name, cfg):
     if "torch" in runs:
         TorchMLP({**spec, "epochs": 1}, X.shape[1], task, y).fit(X[:256], y[:256])
 
-    paired = target is not None and target[0] == "peak"
-    if paired:
-        runs = {"gemm peak": peak_run(spec["dtype"], cfg.gemm), **runs}
-        copy_gbs = runs["gemm peak"].copy_gbs
-    times, est = alternate(runs, cfg.repeats)
-    est.pop("gemm peak", None)
-    peak_seconds = times.pop("gemm peak", None)
+    times, est, peak = alternate_with_peak(runs, cfg.repeats, target, spec["dtype"], cfg.gemm)
     iters = {k: getattr(v, "n_iter_", epochs) for k, v in est.items()}
     per_epoch = {k: statistics.median(v) / max(iters[k], 1) for k, v in times.items()}
     if len(set(iters.values())) > 1:
@@ -502,11 +515,6 @@ def fit_workload(name, cfg):
     d_eff = X.nnz / n if sp.issparse(X) else d
     k = len(np.unique(y)) if task == "clf" else 1
     flops = fit_flops(n, d_eff, spec["hidden"], k, iters["pybackprop"])
-    paired_peak = None
-    if paired:
-        rates = [2.0 * cfg.gemm**3 / t / 1e9 for t in peak_seconds]
-        paired_peak = dict(rates=rates, copy_gbs=copy_gbs,
-                           fraction=paired_fraction(flops, times["pybackprop"], rates))
     mem = {c: traced_peak_mib(lambda: makers[c]().set_params(
         max_iter=spec.get("mem_iter", 1)).fit(X, y)) for c in ("pybackprop", "sklearn")}
     floor = None
@@ -521,7 +529,8 @@ def fit_workload(name, cfg):
         scores=scores, score_name="acc" if task == "clf" else "R²",
         mem=mem, mem_note="1-epoch fit" if spec["solver"] != "lbfgs" else "%d-iteration fit"
         % spec.get("mem_iter", 1),
-        floor=floor, target=target, notes=notes, paired_peak=paired_peak,
+        floor=floor, target=target, notes=notes,
+        paired_peak=paired_peak(peak, flops, times["pybackprop"]),
         shape="n=%d d=%d%s h=%s k=%d batch=%s %s/%s, %d %s" % (
             n, d, " (CSR, %.0f nnz/row)" % d_eff if sp.issparse(X) else "", spec["hidden"], k,
             spec["batch"], spec["activation"], spec["solver"], epochs,
@@ -658,28 +667,20 @@ def predict_workload(name, cfg):
     runs = {k: run_of(v) for k, v in peers.items()}
     for run in runs.values():
         run()  # warm-up
-    paired = target is not None and target[0] == "peak"
-    if paired:
-        runs = {"gemm peak": peak_run(model.coefs_[0].dtype.type, cfg.gemm), **runs}
-        copy_gbs = runs["gemm peak"].copy_gbs
-    times, _ = alternate(runs, cfg.repeats)
-    peak_seconds = times.pop("gemm peak", None)
+    times, _, peak = alternate_with_peak(runs, cfg.repeats, target,
+                                         model.coefs_[0].dtype.type, cfg.gemm)
     per_call = {k: statistics.median(v) for k, v in times.items()}
     scores = {k: float(np.mean(np.asarray(model.classes_)[v.predict_proba(X).argmax(1)] == y))
               for k, v in peers.items()}
     n = 1 if one_row else X.shape[0]
     flops = predict_flops(n, X.shape[1], model.hidden_layer_sizes, len(model.classes_))
-    paired_peak = None
-    if paired:
-        rates = [2.0 * cfg.gemm**3 / t / 1e9 for t in peak_seconds]
-        paired_peak = dict(rates=rates, copy_gbs=copy_gbs,
-                           fraction=paired_fraction(flops, times["pybackprop"], rates))
     mem = {k: traced_peak_mib(lambda: peers[k].predict_proba(X if not one_row else X[:1]))
            for k in ("pybackprop", "sklearn")}
     return dict(workload=name, unit="s/call", dtype=model.coefs_[0].dtype.name,
                 times=per_call, raw=times, gflops=flops / per_call["pybackprop"] / 1e9,
                 scores=scores, score_name="acc", mem=mem, mem_note="one call",
-                floor=None, target=target, notes=notes, paired_peak=paired_peak,
+                floor=None, target=target, notes=notes,
+                paired_peak=paired_peak(peak, flops, times["pybackprop"]),
                 shape="%s rows/call, d=%d h=%s" % (
                     1 if one_row else X.shape[0], X.shape[1], model.hidden_layer_sizes))
 
