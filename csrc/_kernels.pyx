@@ -153,6 +153,15 @@ cdef extern from *:
     void prefetch_span "pb_prefetch_span"(const void* p, Py_ssize_t nbytes, int write) noexcept nogil
 
 
+cdef inline void prefetch_ahead(const floating* M, const Net* net, intp p, intp end,
+                                intp cols, int write) noexcept nogil:
+    """Ask for the row of M (``cols`` wide) that nonzero p + PREFETCH_AHEAD of a CSR
+    row ending at ``end`` picks, if the row has it."""
+    if p + PREFETCH_AHEAD < end:
+        prefetch_span(M + net.indices[p + PREFETCH_AHEAD] * cols, cols * sizeof(floating),
+                      write)
+
+
 cdef int signal_due(double* last) noexcept nogil:
     """1 when a signal handler raised (the exception stays set), else 0; looks only
     when SIGNAL_INTERVAL has passed since ``last``. In a parallel region, the
@@ -278,9 +287,7 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                 z_row = z + i * fan_out
                 end = net.indptr[r + 1]
                 for p in range(net.indptr[r], end):
-                    if p + PREFETCH_AHEAD < end:
-                        prefetch_span(W + net.indices[p + PREFETCH_AHEAD] * fan_out,
-                                      fan_out * sizeof(floating), 0)
+                    prefetch_ahead(W, net, p, end, fan_out, 0)
                     axpy(<int> fan_out, X[p], W + net.indices[p] * fan_out, z_row)
         else:
             if l == 0:
@@ -423,9 +430,7 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
                 dz_row = dz + i * fan_out
                 end = net.indptr[r + 1]
                 for p in range(net.indptr[r], end):
-                    if p + PREFETCH_AHEAD < end:
-                        prefetch_span(dW + net.indices[p + PREFETCH_AHEAD] * fan_out,
-                                      fan_out * sizeof(floating), 1)
+                    prefetch_ahead(dW, net, p, end, fan_out, 1)
                     axpy(<int> fan_out, X[p], dz_row, dW + net.indices[p] * fan_out)
         else:
             if l > 0:
