@@ -85,6 +85,12 @@ cdef extern from "_loops.h" nogil:
                        Py_ssize_t n, float alpha, float S, float lr_t, float b1, float b2,
                        float eps, double* sq)
 
+cdef extern from "_mt19937.h" nogil:
+    ctypedef struct pb_mt:
+        unsigned int* key
+        intp* pos
+    void pb_shuffle(pb_mt* s, intp* x, intp n)
+
 cdef enum:
     SQUARED_ERROR = 0
     POISSON = 1
@@ -110,6 +116,21 @@ cdef struct Net:
     bint sparse            # X is CSR (data, indices, indptr)
     const int* indices
     const int* indptr
+
+
+cdef struct EpochLoop:
+    # run_epoch's epochs, run inside one parallel region: before each, thread 0
+    # shuffles ``rows`` (when ``mt`` is not NULL); after each, it records the epoch's
+    # total loss and applies the training-loss stopping rule (when ``state`` is not NULL)
+    intp n_epochs
+    intp* rows
+    intp n_rows
+    pb_mt* mt
+    double tol
+    double patience    # stop once the epochs without improvement exceed this
+    double* totals     # per epoch: the sum over batches of batch loss x batch rows
+    double* state      # best loss, epochs without improvement, epochs done
+    int leave          # thread 0 says: no more epochs
 
 
 cdef inline double seconds() noexcept nogil:
@@ -571,6 +592,40 @@ cdef inline double step_size(int solver, double lr, double beta_1, double beta_2
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.cdivision(True)
+cdef inline void epoch_begins(EpochLoop* loop, double* total) noexcept nogil:
+    """Thread 0, before an epoch: the rows' new order, and the loss sum reset."""
+    if loop.mt != NULL:
+        pb_shuffle(loop.mt, loop.rows, loop.n_rows)
+    total[0] = 0
+
+
+cdef inline void epoch_ends(EpochLoop* loop, intp e, double total, bint cut_short) noexcept nogil:
+    """Thread 0, once every thread has finished epoch e: record it and decide whether
+    another follows. The stopping rule is the estimators' (BaseMultilayerPerceptron.
+    _update_no_improvement_count on the training loss), in the same double arithmetic,
+    so that the Python layer, replaying the recorded losses, stops at the same epoch.
+    An epoch that Ctrl-C cut short is not recorded."""
+    cdef double loss
+    if cut_short:
+        loop.leave = 1
+        return
+    loop.totals[e] = total
+    if e + 1 >= loop.n_epochs:
+        loop.leave = 1
+    if loop.state == NULL:
+        return
+    loop.state[2] = e + 1
+    loss = total / <double> loop.n_rows
+    if loss > loop.state[0] - loop.tol:
+        loop.state[1] += 1
+    else:
+        loop.state[1] = 0
+    if loss < loop.state[0]:
+        loop.state[0] = loss
+    if loop.state[1] > loop.patience:
+        loop.leave = 1
+
+
 cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                        const floating* sw, const Targets* tg_all, intp n_rows,
                        intp batch_size, int n_blocks, floating* params,
@@ -579,8 +634,8 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                        int solver, floating* state_1, floating* state_2, double lr,
                        double momentum, bint nesterov, double beta_1, double beta_2,
                        double epsilon, intp* t, intp* off_all, double* parts,
-                       double* total, int* stop) noexcept nogil:
-    """One thread's share of an epoch; every thread of the team runs it.
+                       double* total, int* stop, EpochLoop* loop) noexcept nogil:
+    """One thread's share of ``loop``'s epochs; every thread of the team runs it.
 
     Each batch of m rows is cut into B = ``n_blocks`` blocks of rows, block j being
     rows [m j / B, m (j+1) / B); forward, loss and backward run per block, into the
@@ -604,71 +659,89 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
     cdef floating* grads
     cdef floating* g_other
     cdef floating* x_rows = NULL
-    cdef intp start = 0, m, r0, rows, l, u, lo, hi, steps = t[0]
+    cdef intp start = 0, m, r0, rows, l, u, lo, hi, e, steps = t[0]
+    cdef bint cut_short
     cdef double sw_sum, lr_t, loss_sum, sq_sum
     cdef double* loss_parts
     cdef double* sq_parts
     cdef double last_check = seconds()
     mine.act_off = off
-    while start < n_rows:
-        m = min(batch_size, n_rows - start)
-        # the parts of this batch; thread 0 reads them after the second barrier, while
-        # the others may already write the next batch's, into the other half
-        loss_parts = parts + parity * (n_blocks + n_slices)
-        sq_parts = loss_parts + n_blocks
-        for blk in range(first, last):
-            r0 = m * blk // n_blocks
-            rows = m * (blk + 1) // n_blocks - r0
-            grads = grads_all + blk * n_params
-            loss_parts[blk] = 0
-            if rows == 0:
-                memset(grads, 0, n_params * sizeof(floating))
-                continue
-            for l in range(L):
-                off[l] = net.act_off[l] + r0 * net.units[l + 1]
-            tg.start = start + r0
-            if xbuf != NULL:
-                x_rows = xbuf + r0 * d
-            forward(&mine, X, &tg, rows, params, acts, x_rows, acts + off[L - 1], zs, masks)
-            loss_parts[blk] = output_loss(&mine, &tg, rows, acts + off[L - 1], Y, sw,
-                                          deltas + off[L - 1])
-            backward(&mine, X, &tg, rows, params, acts, deltas, x_rows, grads, False, zs,
-                     masks, NULL)
+    for e in range(loop.n_epochs):
+        if tid == 0:
+            epoch_begins(loop, total)
         if T > 1:
             pb_barrier()
-        batch.start = start
-        sw_sum = batch_weight(sw, &batch, m)
-        lr_t = step_size(solver, lr, beta_1, beta_2, &steps)
-        sl = tid
-        while sl < n_slices:
-            # slice sl of the gradient: ((g_0 + g_2) + g_3 ...) + g_1, the last sum
-            # fused into the step
-            lo = n_params * sl // n_slices
-            hi = n_params * (sl + 1) // n_slices
-            for u in range(2, n_blocks):
-                g_other = grads_all + u * n_params
-                add_inplace(grads_all + lo, g_other + lo, hi - lo)
-            step_slice(net, params, grads_all,
-                       grads_all + n_params if n_blocks > 1 else NULL, state_1, state_2,
-                       lo, hi, sw_sum, solver, lr_t, momentum, nesterov, beta_1, beta_2,
-                       epsilon, &sq_parts[sl])
-            sl += T
-        if tid == 0 and signal_due(&last_check):
-            stop[0] = 1
+        start = 0
+        cut_short = False
+        while start < n_rows:
+            m = min(batch_size, n_rows - start)
+            # the parts of this batch; thread 0 reads them after the second barrier, while
+            # the others may already write the next batch's, into the other half
+            loss_parts = parts + parity * (n_blocks + n_slices)
+            sq_parts = loss_parts + n_blocks
+            for blk in range(first, last):
+                r0 = m * blk // n_blocks
+                rows = m * (blk + 1) // n_blocks - r0
+                grads = grads_all + blk * n_params
+                loss_parts[blk] = 0
+                if rows == 0:
+                    memset(grads, 0, n_params * sizeof(floating))
+                    continue
+                for l in range(L):
+                    off[l] = net.act_off[l] + r0 * net.units[l + 1]
+                tg.start = start + r0
+                if xbuf != NULL:
+                    x_rows = xbuf + r0 * d
+                forward(&mine, X, &tg, rows, params, acts, x_rows, acts + off[L - 1], zs, masks)
+                loss_parts[blk] = output_loss(&mine, &tg, rows, acts + off[L - 1], Y, sw,
+                                              deltas + off[L - 1])
+                backward(&mine, X, &tg, rows, params, acts, deltas, x_rows, grads, False, zs,
+                         masks, NULL)
+            if T > 1:
+                pb_barrier()
+            batch.start = start
+            sw_sum = batch_weight(sw, &batch, m)
+            lr_t = step_size(solver, lr, beta_1, beta_2, &steps)
+            sl = tid
+            while sl < n_slices:
+                # slice sl of the gradient: ((g_0 + g_2) + g_3 ...) + g_1, the last sum
+                # fused into the step
+                lo = n_params * sl // n_slices
+                hi = n_params * (sl + 1) // n_slices
+                for u in range(2, n_blocks):
+                    g_other = grads_all + u * n_params
+                    add_inplace(grads_all + lo, g_other + lo, hi - lo)
+                step_slice(net, params, grads_all,
+                           grads_all + n_params if n_blocks > 1 else NULL, state_1, state_2,
+                           lo, hi, sw_sum, solver, lr_t, momentum, nesterov, beta_1, beta_2,
+                           epsilon, &sq_parts[sl])
+                sl += T
+            if tid == 0 and signal_due(&last_check):
+                stop[0] = 1
+            if T > 1:
+                pb_barrier()
+            if tid == 0:
+                loss_sum = 0
+                sq_sum = 0
+                for blk in range(n_blocks):
+                    loss_sum += loss_parts[blk]
+                for sl in range(n_slices):
+                    sq_sum += sq_parts[sl]
+                total[0] += (loss_sum / sw_sum + 0.5 * net.alpha * sq_sum / sw_sum) * m
+            if stop[0]:
+                # this batch was applied: the epoch is whole if it was the last
+                cut_short = start + batch_size < n_rows
+                break
+            parity = 1 - parity
+            start += batch_size
         if T > 1:
             pb_barrier()
         if tid == 0:
-            loss_sum = 0
-            sq_sum = 0
-            for blk in range(n_blocks):
-                loss_sum += loss_parts[blk]
-            for sl in range(n_slices):
-                sq_sum += sq_parts[sl]
-            total[0] += (loss_sum / sw_sum + 0.5 * net.alpha * sq_sum / sw_sum) * m
-        if stop[0]:
+            epoch_ends(loop, e, total[0], cut_short)
+        if T > 1:
+            pb_barrier()
+        if loop.leave:
             break
-        parity = 1 - parity
-        start += batch_size
     if tid == 0:
         t[0] = steps
 
@@ -684,7 +757,10 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
               int solver, floating[::1] state_1, floating[::1] state_2,
               double lr, double momentum, bint nesterov,
               double beta_1, double beta_2, double epsilon, intp[::1] step_count,
-              int n_blocks=1, int n_threads=1, floating[::1] split_ws=None):
+              int n_blocks=1, int n_threads=1, floating[::1] split_ws=None,
+              intp n_epochs=1, double[::1] totals=None, unsigned int[::1] mt_key=None,
+              intp[::1] mt_pos=None, double tol=0.0, double patience=0.0,
+              double[::1] epoch_state=None):
     """One epoch of minibatch updates over ``rows`` (or rows 0..n_rows-1 when empty).
 
     ``zs`` (z of every layer) is needed when an activation's derivative reads z;
@@ -700,6 +776,17 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     Dropout (whose random stream runs through the batch in order) needs one block.
     With ``split_ws`` (not None, of length ``unit_split_size(...)``), a net with one
     hidden layer and dense X is cut by hidden units into n_blocks blocks instead.
+
+    With ``totals`` (not None), up to ``n_epochs`` epochs run in one call, the
+    threads kept between them, and the call returns how many were run. Before each
+    epoch, when ``mt_key`` and ``mt_pos`` hold an MT19937 state (numpy's
+    ``RandomState.get_state()``: 624 words and the position), ``rows`` (all n_rows of
+    them) is shuffled in place as ``RandomState.shuffle`` would, and the state is
+    advanced in place. After each, ``totals[e]`` gets its loss sum (what the
+    one-epoch call returns) and the training-loss stopping rule runs on
+    ``epoch_state`` = [best loss, epochs without improvement, epochs done] with
+    ``tol``: the epochs end once the count exceeds ``patience``. On Ctrl-C,
+    ``epoch_state[2]`` tells how many epochs were whole.
     """
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
                             alpha, indices, indptr)
@@ -710,18 +797,22 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     cdef intp* off_all
     cdef double* parts
     cdef int stop = 0
+    cdef EpochLoop loop
+    cdef pb_mt mt
     if n_blocks < 1 or n_threads < 1:
         raise ValueError("n_blocks and n_threads must be at least 1")
     n_threads = min(n_threads, n_blocks)
+    epoch_loop(&loop, &mt, rows, n_rows, n_epochs, totals, mt_key, mt_pos, tol, patience,
+               epoch_state, &total)
     tg.rows = &rows[0] if rows.shape[0] > 0 else NULL
     tg.start = 0
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
     if split_ws is not None:
         # grads, acts, deltas, xbuf, zs and masks are not read: the workspace holds all
-        return run_unit_split(&net, X, Y, sw, &tg, n_rows, batch_size, n_blocks,
-                              n_threads, params, split_ws, solver, state_1, state_2, lr,
-                              momentum, nesterov, beta_1, beta_2, epsilon, step_count,
-                              keep.shape[0] > 0)
+        run_unit_split(&net, X, Y, sw, &tg, n_rows, batch_size, n_blocks, n_threads,
+                       params, split_ws, solver, state_1, state_2, lr, momentum, nesterov,
+                       beta_1, beta_2, epsilon, step_count, keep.shape[0] > 0, &loop)
+        return total if totals is None else <intp> epoch_state[2]
     if grads.shape[0] < n_blocks * params.shape[0]:
         raise ValueError("grads holds fewer than n_blocks gradient buffers")
     if keep.shape[0] > 0:
@@ -741,13 +832,52 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
                          &deltas[0], ptr_or_null(xbuf), ptr_or_null(zs), mask_ptr,
                          params.shape[0], solver, &state_1[0], ptr_or_null(state_2), lr,
                          momentum, nesterov, beta_1, beta_2, epsilon, &step_count[0],
-                         off_all, parts, &total, &stop)
+                         off_all, parts, &total, &stop, &loop)
     finally:
         PyMem_Free(off_all)
         PyMem_Free(parts)
     if stop:
         raise_pending()
-    return total
+    return total if totals is None else <intp> epoch_state[2]
+
+
+cdef int epoch_loop(EpochLoop* loop, pb_mt* mt, const intp[::1] rows, intp n_rows,
+                    intp n_epochs, double[::1] totals, unsigned int[::1] mt_key,
+                    intp[::1] mt_pos, double tol, double patience,
+                    double[::1] epoch_state, double* total) except -1:
+    """Check run_epoch's epoch arguments and fill ``loop`` with them: with ``totals``
+    None, one epoch whose loss sum goes to ``total``."""
+    loop.n_epochs = n_epochs
+    loop.rows = NULL
+    loop.n_rows = n_rows
+    loop.mt = NULL
+    loop.tol = tol
+    loop.patience = patience
+    loop.leave = 0
+    loop.state = NULL
+    loop.totals = total
+    if totals is None:
+        if n_epochs != 1 or mt_key is not None or epoch_state is not None:
+            raise ValueError("several epochs, a shuffle or a stopping rule need totals")
+        return 0
+    if n_epochs < 1 or totals.shape[0] < n_epochs:
+        raise ValueError("totals must hold n_epochs >= 1 values")
+    if epoch_state is None or epoch_state.shape[0] < 3:
+        raise ValueError("epoch_state must hold 3 values")
+    loop.totals = &totals[0]
+    loop.state = &epoch_state[0]
+    epoch_state[2] = 0
+    if mt_key is not None:
+        if mt_key.shape[0] != 624 or mt_pos is None or mt_pos.shape[0] < 1 \
+                or not 0 <= mt_pos[0] <= 624:
+            raise ValueError("mt_key and mt_pos must hold an MT19937 state")
+        if rows.shape[0] != n_rows or n_rows >= (<intp> 1) << 32:
+            raise ValueError("the shuffle needs rows of all n_rows < 2**32 positions")
+        mt.key = &mt_key[0]
+        mt.pos = &mt_pos[0]
+        loop.mt = mt
+        loop.rows = <intp*> &rows[0] if n_rows > 0 else NULL
+    return 0
 
 
 cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] Y,
@@ -756,7 +886,8 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
                            floating[::1] params, floating[::1] ws, int solver,
                            floating[::1] state_1, floating[::1] state_2, double lr,
                            double momentum, bint nesterov, double beta_1, double beta_2,
-                           double epsilon, intp[::1] step_count, bint dropout):
+                           double epsilon, intp[::1] step_count, bint dropout,
+                           EpochLoop* loop):
     """run_epoch's path for a one-hidden-layer net cut by hidden units."""
     cdef double total = 0
     cdef double* sq_parts
@@ -779,12 +910,11 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
             _unit_share(net, &X[0], cptr_or_null(Y), cptr_or_null(sw), tg, n_rows,
                         batch_size, n_blocks, &params[0], &ws[0], solver, &state_1[0],
                         ptr_or_null(state_2), lr, momentum, nesterov, beta_1, beta_2,
-                        epsilon, &step_count[0], sq_parts, &total, stop)
+                        epsilon, &step_count[0], sq_parts, &total, stop, loop)
     finally:
         PyMem_Free(sq_parts)
     if stop[0] or stop[1]:
         raise_pending()
-    return total
 
 
 cdef int raise_pending() except -1:
@@ -908,11 +1038,12 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                       int solver, floating* state_1, floating* state_2, double lr,
                       double momentum, bint nesterov, double beta_1, double beta_2,
                       double epsilon, intp* t, double* sq_parts, double* total,
-                      int* stop) noexcept nogil:
-    """One thread's share of an epoch of a one-hidden-layer net cut by hidden units
-    (see above); thread k of T runs blocks [B k / T, B (k+1) / T). Thread 0 adds up
-    the loss and looks for Ctrl-C; every thread reads ``stop[parity]`` after the next
-    barrier, before it changes anything (two flags: thread 0 sets the other one)."""
+                      int* stop, EpochLoop* loop) noexcept nogil:
+    """One thread's share of ``loop``'s epochs of a one-hidden-layer net cut by hidden
+    units (see above); thread k of T runs blocks [B k / T, B (k+1) / T), packed once
+    for all the epochs. Thread 0 adds up the loss and looks for Ctrl-C; every thread
+    reads ``stop[parity]`` after the next barrier, before it changes anything (two
+    flags: thread 0 sets the other one)."""
     cdef int tid = pb_thread_num(), T = pb_num_threads()
     cdef int first = n_blocks * tid // T, last = n_blocks * (tid + 1) // T
     cdef int j, parity = 0
@@ -920,7 +1051,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef bint adam = state_2 != NULL
     cdef int act = net.hidden[0]
     cdef intp d = net.units[0], H = net.units[1], k = net.units[2]
-    cdef intp start = 0, m, i, Hj, n_w, steps = t[0]
+    cdef intp start = 0, m, i, Hj, n_w, e, steps = t[0]
+    cdef bint cut_short
     cdef double sw_sum, lr_t, loss, sq
     cdef Targets tg = tg_all[0]
     cdef UnitBlock blk
@@ -959,93 +1091,110 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     pack_unit_blocks(net, ws, batch_size, n_blocks, first, last, with_z, params, state_1,
                      state_2, False)
 
-    while start < n_rows:
-        m = min(batch_size, n_rows - start)
-        tg.start = start
-        if tg.rows == NULL:
-            x_rows = X + start * d
-        else:
-            for i in range(m):
-                memcpy(xb + i * d, X + tg.rows[start + i] * d, d * sizeof(floating))
-            x_rows = xb
-        # forward, block by block: h_j = f(x W1_j + b1_j), part_j = h_j W2_j
-        for j in range(first, last):
-            blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
-            Hj = blk.units
-            p_j = ws + blk.start
-            h_j = p_j + blk.h
-            z_j = h_j + 2 * blk.rows
-            part = p_j + blk.part + parity * blk.part_len
-            fill_rows(h_j, p_j + blk.n_w, m, Hj)
-            gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0, x_rows,
-                 <int> d, p_j, <int> Hj, <floating> 1.0, h_j, <int> Hj)
-            if with_z:
-                memcpy(z_j, h_j, m * Hj * sizeof(floating))
-            activate(act, h_j, m * Hj)
-            gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
-                 <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
-            # the L2 term reads the weights this batch steps from
-            sq_parts[parity * n_blocks + j] = sum_of_squares(p_j, <int> blk.n_w)
+    for e in range(loop.n_epochs):
+        if tid == 0:
+            epoch_begins(loop, total)
         if T > 1:
             pb_barrier()
-        if stop[parity]:
-            break
-        # out = b2 + the blocks' parts in block order; then the same softmax, loss and
-        # dz in every thread
-        fill_rows(out, b2, m, k)
-        for j in range(n_blocks):
-            blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
-            add_inplace(out, ws + blk.start + blk.part + parity * blk.part_len, m * k)
-        if net.output == SOFTMAX:
-            softmax_rows(out, m, k)
-        else:
-            activate(net.output, out, m * k)
-        loss = output_loss(net, &tg, m, out, Y, sw, dz)
-        sw_sum = batch_weight(sw, &tg, m)
-        lr_t = step_size(solver, lr, beta_1, beta_2, &steps)
-        if tid == 0:
-            sq = 0
+        start = 0
+        cut_short = False
+        while start < n_rows:
+            m = min(batch_size, n_rows - start)
+            tg.start = start
+            if tg.rows == NULL:
+                x_rows = X + start * d
+            else:
+                for i in range(m):
+                    memcpy(xb + i * d, X + tg.rows[start + i] * d, d * sizeof(floating))
+                x_rows = xb
+            # forward, block by block: h_j = f(x W1_j + b1_j), part_j = h_j W2_j
+            for j in range(first, last):
+                blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
+                Hj = blk.units
+                p_j = ws + blk.start
+                h_j = p_j + blk.h
+                z_j = h_j + 2 * blk.rows
+                part = p_j + blk.part + parity * blk.part_len
+                fill_rows(h_j, p_j + blk.n_w, m, Hj)
+                gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0, x_rows,
+                     <int> d, p_j, <int> Hj, <floating> 1.0, h_j, <int> Hj)
+                if with_z:
+                    memcpy(z_j, h_j, m * Hj * sizeof(floating))
+                activate(act, h_j, m * Hj)
+                gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
+                     <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
+                # the L2 term reads the weights this batch steps from
+                sq_parts[parity * n_blocks + j] = sum_of_squares(p_j, <int> blk.n_w)
+            if T > 1:
+                pb_barrier()
+            if stop[parity]:
+                # before this batch changed anything: the epoch is cut short
+                cut_short = True
+                break
+            # out = b2 + the blocks' parts in block order; then the same softmax, loss and
+            # dz in every thread
+            fill_rows(out, b2, m, k)
             for j in range(n_blocks):
-                sq += sq_parts[parity * n_blocks + j]
-            total[0] += (loss / sw_sum + 0.5 * net.alpha * sq / sw_sum) * m
-        # b2, in every thread alike
-        memset(gb2, 0, k * sizeof(floating))
-        colsum_add(dz, m, k, gb2)
-        step_range(b2, gb2, <const floating*> NULL, b2_s1, b2_s2 if adam else NULL, k,
-                   0.0, sw_sum, solver, lr_t, momentum, nesterov, beta_1, beta_2, epsilon)
-        # backward and step, block by block
-        for j in range(first, last):
-            blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
-            Hj = blk.units
-            n_w = blk.n_w
-            p_j = ws + blk.start
-            g_j = p_j + blk.stride
-            s1_j = p_j + 2 * blk.stride
-            s2_j = p_j + 3 * blk.stride
-            h_j = p_j + blk.h
-            dh_j = h_j + blk.rows
-            z_j = dh_j + blk.rows
-            # dW2_j = h_j^T dz;  dh_j = dz W2_j^T, then ⊙ f'
-            gemm(True, False, <int> Hj, <int> k, <int> m, <floating> 1.0, h_j,
-                 <int> Hj, dz, <int> k, <floating> 0.0, g_j + d * Hj, <int> k)
-            gemm(False, True, <int> m, <int> Hj, <int> k, <floating> 1.0, dz, <int> k,
-                 p_j + d * Hj, <int> k, <floating> 0.0, dh_j, <int> Hj)
-            multiply_derivative(act, h_j, z_j if with_z else NULL, dh_j, m * Hj)
-            # dW1_j = x^T dz_j;  db1_j = colsum(dz_j)
-            gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0, x_rows,
-                 <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
-            memset(g_j + n_w, 0, Hj * sizeof(floating))
-            colsum_add(dh_j, m, Hj, g_j + n_w)
-            step_range(p_j, g_j, <const floating*> NULL, s1_j, s2_j if adam else NULL,
-                       n_w, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,
-                       beta_1, beta_2, epsilon)
-            step_range(p_j + n_w, g_j + n_w, <const floating*> NULL, s1_j + n_w,
-                       s2_j + n_w if adam else NULL, Hj, 0.0, sw_sum, solver, lr_t,
-                       momentum, nesterov, beta_1, beta_2, epsilon)
-        if tid == 0 and signal_due(&last_check):
-            stop[1 - parity] = 1
-        parity = 1 - parity
-        start += batch_size
+                blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
+                add_inplace(out, ws + blk.start + blk.part + parity * blk.part_len, m * k)
+            if net.output == SOFTMAX:
+                softmax_rows(out, m, k)
+            else:
+                activate(net.output, out, m * k)
+            loss = output_loss(net, &tg, m, out, Y, sw, dz)
+            sw_sum = batch_weight(sw, &tg, m)
+            lr_t = step_size(solver, lr, beta_1, beta_2, &steps)
+            if tid == 0:
+                sq = 0
+                for j in range(n_blocks):
+                    sq += sq_parts[parity * n_blocks + j]
+                total[0] += (loss / sw_sum + 0.5 * net.alpha * sq / sw_sum) * m
+            # b2, in every thread alike
+            memset(gb2, 0, k * sizeof(floating))
+            colsum_add(dz, m, k, gb2)
+            step_range(b2, gb2, <const floating*> NULL, b2_s1, b2_s2 if adam else NULL, k,
+                       0.0, sw_sum, solver, lr_t, momentum, nesterov, beta_1, beta_2, epsilon)
+            # backward and step, block by block
+            for j in range(first, last):
+                blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
+                Hj = blk.units
+                n_w = blk.n_w
+                p_j = ws + blk.start
+                g_j = p_j + blk.stride
+                s1_j = p_j + 2 * blk.stride
+                s2_j = p_j + 3 * blk.stride
+                h_j = p_j + blk.h
+                dh_j = h_j + blk.rows
+                z_j = dh_j + blk.rows
+                # dW2_j = h_j^T dz;  dh_j = dz W2_j^T, then ⊙ f'
+                gemm(True, False, <int> Hj, <int> k, <int> m, <floating> 1.0, h_j,
+                     <int> Hj, dz, <int> k, <floating> 0.0, g_j + d * Hj, <int> k)
+                gemm(False, True, <int> m, <int> Hj, <int> k, <floating> 1.0, dz, <int> k,
+                     p_j + d * Hj, <int> k, <floating> 0.0, dh_j, <int> Hj)
+                multiply_derivative(act, h_j, z_j if with_z else NULL, dh_j, m * Hj)
+                # dW1_j = x^T dz_j;  db1_j = colsum(dz_j)
+                gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0, x_rows,
+                     <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
+                memset(g_j + n_w, 0, Hj * sizeof(floating))
+                colsum_add(dh_j, m, Hj, g_j + n_w)
+                step_range(p_j, g_j, <const floating*> NULL, s1_j, s2_j if adam else NULL,
+                           n_w, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,
+                           beta_1, beta_2, epsilon)
+                step_range(p_j + n_w, g_j + n_w, <const floating*> NULL, s1_j + n_w,
+                           s2_j + n_w if adam else NULL, Hj, 0.0, sw_sum, solver, lr_t,
+                           momentum, nesterov, beta_1, beta_2, epsilon)
+            if tid == 0 and signal_due(&last_check):
+                stop[1 - parity] = 1
+            parity = 1 - parity
+            start += batch_size
+        if T > 1:
+            pb_barrier()
+        if tid == 0:
+            epoch_ends(loop, e, total[0], cut_short)
+        if T > 1:
+            pb_barrier()
+        if loop.leave:
+            break
 
     # back into the flat layout
     pack_unit_blocks(net, ws, batch_size, n_blocks, first, last, with_z, params, state_1,

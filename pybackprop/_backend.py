@@ -101,9 +101,33 @@ class Data:
         return self._kernel
 
 
+class EpochRun:
+    """Several epochs in one kernel call (``CythonBackend.run_epoch(..., epochs=)``):
+    the shuffle's MT19937 state (a copy of ``RandomState.get_state()``'s, or None for
+    no shuffle), the training-loss stopping rule's state, and the loss sum of each
+    epoch run, which the kernel fills in."""
+
+    def __init__(self, n_epochs, mt_state, tol, patience, best_loss, no_improvement):
+        self.totals = np.zeros(n_epochs)
+        self.state = np.array([best_loss, no_improvement, 0.0])
+        self.tol = float(tol)
+        self.patience = float(patience)
+        self.key = self.pos = None
+        if mt_state is not None:
+            self.key = np.array(mt_state["key"], dtype=np.uint32)
+            self.pos = np.array([mt_state["pos"]], dtype=np.intp)
+
+    @property
+    def done(self):
+        """Epochs run whole (and recorded in ``totals``)."""
+        return int(self.state[2])
+
+
 class CythonBackend:
     """Workspaces allocated once per fit; every epoch and every L-BFGS evaluation
     reuses them."""
+
+    runs_epochs = True  # run_epoch takes epochs=EpochRun
 
     def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1, by_units=False):
         self.net = net
@@ -145,7 +169,10 @@ class CythonBackend:
             self._epoch_static = (self._args() + self.data.for_kernels(), self.net.keep)
         return self._epoch_static
 
-    def run_epoch(self, params, rows, n_rows, batch_size, opt, seed=0):
+    def run_epoch(self, params, rows, n_rows, batch_size, opt, seed=0, epochs=None):
+        """One epoch over ``rows`` (None: rows 0..n_rows-1), returning its loss sum;
+        with ``epochs`` (an EpochRun), the epochs it describes, shuffling ``rows`` in
+        place, returning how many ran."""
         static, keep = self._epoch_args()
         state_1, state_2 = opt.buffers
         rows = _EMPTY_INTP if rows is None else np.ascontiguousarray(rows, dtype=np.intp)
@@ -162,6 +189,9 @@ class CythonBackend:
                 getattr(opt, "momentum", 0.0), nesterov, getattr(opt, "beta_1", 0.0),
                 getattr(opt, "beta_2", 0.0), getattr(opt, "epsilon", 0.0), steps,
                 self.n_blocks, self.n_threads, self.split_ws,
+                *(() if epochs is None else (
+                    len(epochs.totals), epochs.totals, epochs.key, epochs.pos, epochs.tol,
+                    epochs.patience, epochs.state)),
             )
         finally:
             opt.t = int(steps[0])

@@ -59,8 +59,17 @@ class _RunEpoch(Protocol):
         n_blocks: int = ...,
         n_threads: int = ...,
         split_ws: NDArray[_Float] | None = ...,
+        n_epochs: int = ...,
+        totals: NDArray[np.float64] | None = ...,
+        mt_key: NDArray[np.uint32] | None = ...,
+        mt_pos: NDArray[np.intp] | None = ...,
+        tol: float = ...,
+        patience: float = ...,
+        epoch_state: NDArray[np.float64] | None = ...,
     ) -> float:
-        """One epoch of minibatch updates; returns Σ batch_loss · batch_rows."""
+        """One epoch of minibatch updates; returns Σ batch_loss · batch_rows. With
+        ``totals``, up to ``n_epochs`` epochs (shuffled with ``mt_key`` / ``mt_pos``,
+        stopped by the training-loss rule on ``epoch_state``); returns how many ran."""
     def __getitem__(self, key: _Specialisation) -> _RunEpoch: ...
 
 class _LossGrad(Protocol):

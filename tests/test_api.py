@@ -104,6 +104,35 @@ def test_classifier_targets(task, out_activation, n_outputs, classes):
     assert_allclose(est.predict_log_proba(X), np.log(proba))
 
 
+@pytest.mark.parametrize(
+    "fit_on, y",
+    [
+        (np.array(["even", "odd", "odd"]), np.array(["odd", "even", "odd", "odd"])),
+        (np.array([3, 1, 2, 7]), np.array([7, 1, 1, 2, 3, 7])),
+        (np.array([-1.0, 0.0, 2.0]), np.array([0.0, -1.0, 2.0, 2.0])),
+        (np.array([True, False]), np.array([False, True, True])),
+        (np.array(["a", "b", "c"], dtype=object), np.array(["c", "a"], dtype=object)),
+        # labels seen in fit but only one class in this batch (partial_fit)
+        (np.array([0, 1, 2]), np.array([2, 2, 2])),
+        # not among classes_: transform's own answer (all-zero rows)
+        (np.array([0, 1, 2]), np.array([0, 5, 1])),
+        # 2-D indicator targets
+        (np.array([[1, 0], [0, 1], [1, 1]]), np.array([[0, 1], [1, 1]])),
+    ],
+)
+def test_indicator_matches_label_binarizer(fit_on, y):
+    """The classifier's target matrix is LabelBinarizer.transform's, as bools."""
+    from sklearn.preprocessing import LabelBinarizer
+
+    from pybackprop._mlp import _indicator
+
+    lb = LabelBinarizer().fit(fit_on)
+    expected = lb.transform(y).astype(bool)
+    got = _indicator(lb, y)
+    assert got.dtype == bool
+    assert_array_equal(got, expected)
+
+
 def test_regressor_outputs():
     """Poisson regression uses an exp output (positive predictions); multi-output predicts 2-D."""
     X, y = make_data("poisson")

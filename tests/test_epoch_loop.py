@@ -1,0 +1,213 @@
+"""Every epoch of a fit in one kernel call (run_epoch with an EpochRun): the shuffle
+drawn in C is RandomState.shuffle's, and a fit run that way is the fit run one epoch
+per call, to the bit: weights, loss curve, stopping epoch, counters and the state of
+the random generator afterwards."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_array_equal
+from sklearn.exceptions import ConvergenceWarning
+
+from pybackprop import MLPClassifier, MLPRegressor, _threads
+from pybackprop._backend import CythonBackend, Data, EpochRun, Net
+from pybackprop._layout import Layout
+from pybackprop._mlp import BaseMultilayerPerceptron
+from pybackprop._optim import SGDState
+
+rng = np.random.RandomState(0)
+X = rng.normal(size=(1500, 6))
+y_multi = rng.randint(0, 3, size=1500)
+y_reg = np.c_[np.sin(X[:, 0]), X[:, 1] ** 2]
+
+
+def frozen_backend(n_rows, n_blocks=1):
+    """A backend whose SGD steps change nothing (learning rate 0), and its state."""
+    lay = Layout([6, 4, 3])
+    net = Net(lay, "relu", "softmax", "log_loss", 0.0)
+    data = Data(X[:n_rows], np.eye(3)[y_multi[:n_rows]], None, True, np.float64)
+    params = np.random.RandomState(1).normal(size=lay.n_params)
+    opt = SGDState(lay.n_params, np.float64, 0.0, "constant", 0.0, False, 0.5)
+    return CythonBackend(net, data, 32, n_blocks=n_blocks, n_threads=n_blocks), params, opt
+
+
+@pytest.mark.parametrize("n, epochs, seed", [(1, 2, 0), (2, 3, 1), (5, 1, 2), (97, 4, 3),
+                                             (1500, 3, 4), (1500, 2, 2**32 - 1)])
+def test_shuffle_in_c_is_random_states(n, epochs, seed):
+    """rows after k epochs = k calls of RandomState.shuffle, and the generator's state
+    after them is RandomState's (several times 624 draws: the regeneration too)."""
+    backend, params, opt = frozen_backend(n)
+    rs = np.random.RandomState(seed)
+    rs.randint(10, size=seed % 7)  # a state part way through its 624 words
+    state = rs.get_state(legacy=False)
+    run = EpochRun(epochs, state["state"], 0.0, np.inf, np.inf, 0)
+    rows = np.arange(n, dtype=np.intp)
+    assert backend.run_epoch(params, rows, n, 32, opt, epochs=run) == epochs
+    assert run.done == epochs
+    expected = np.arange(n, dtype=np.intp)
+    for _ in range(epochs):
+        rs.shuffle(expected)
+    assert_array_equal(rows, expected)
+    after = rs.get_state(legacy=False)["state"]
+    assert_array_equal(run.key, after["key"])
+    assert int(run.pos[0]) == after["pos"]
+
+
+@pytest.mark.parametrize("n_blocks", [1, 2])
+def test_epochs_in_one_call_are_the_epochs_one_by_one(n_blocks):
+    """The loss sums recorded per epoch are those of one-epoch calls over the same
+    orders, and the weights end the same, bit for bit."""
+    lay = Layout([6, 5, 3])
+    net = Net(lay, "tanh", "softmax", "log_loss", 1e-3)
+    data = Data(X, np.eye(3)[y_multi], None, True, np.float64)
+    start = np.random.RandomState(2).normal(size=lay.n_params) * 0.3
+
+    def fresh():
+        opt = SGDState(lay.n_params, np.float64, 0.05, "constant", 0.9, True, 0.5)
+        return CythonBackend(net, data, 100, n_blocks=n_blocks, n_threads=n_blocks), opt
+
+    backend, opt = fresh()
+    params = start.copy()
+    rs = np.random.RandomState(3)
+    rows = np.arange(1500, dtype=np.intp)
+    run = EpochRun(4, rs.get_state(legacy=False)["state"], 0.0, np.inf, np.inf, 0)
+    assert backend.run_epoch(params, rows, 1500, 100, opt, epochs=run) == 4
+
+    backend, opt = fresh()
+    one_by_one = start.copy()
+    order = np.arange(1500, dtype=np.intp)
+    totals = []
+    for _ in range(4):
+        rs.shuffle(order)
+        totals.append(backend.run_epoch(one_by_one, order, 1500, 100, opt))
+    assert_array_equal(run.totals, totals)
+    assert_array_equal(params, one_by_one)
+
+
+def test_stopping_rule_in_the_kernel():
+    """With tol, the call stops after the epoch where the count of epochs without
+    improvement first exceeds the patience; best loss and count are the rule's."""
+    backend, params, opt = frozen_backend(1500)
+    # the weights never change: every epoch has the same loss, never an improvement
+    # by more than tol, so epoch 1 sets the best and epochs 2, 3, 4 count
+    run = EpochRun(50, None, 1e-4, 2, np.inf, 0)
+    assert backend.run_epoch(params, None, 1500, 32, opt, epochs=run) == 4
+    assert run.state[1] == 3
+    assert run.state[0] == run.totals[0] / 1500
+    assert (run.totals[:4] == run.totals[0]).all() and (run.totals[4:] == 0).all()
+
+
+def test_kernel_rejects_bad_epoch_arguments():
+    backend, params, opt = frozen_backend(40)
+    rows = np.arange(40, dtype=np.intp)
+    run = EpochRun(3, np.random.RandomState(0).get_state(legacy=False)["state"], 0.0,
+                   np.inf, np.inf, 0)
+    run.key = run.key[:600]
+    with pytest.raises(ValueError, match="MT19937 state"):
+        backend.run_epoch(params, rows, 40, 32, opt, epochs=run)
+    run.key = np.zeros(624, dtype=np.uint32)
+    with pytest.raises(ValueError, match="all n_rows"):
+        backend.run_epoch(params, rows[:20], 40, 32, opt, epochs=run)
+    run.totals = run.totals[:0]
+    with pytest.raises(ValueError, match="totals"):
+        backend.run_epoch(params, rows, 40, 32, opt, epochs=run)
+
+
+# ---------------------------------------------------------------------------
+# whole fits: one call against one call per epoch
+
+
+@pytest.fixture
+def one_call_per_epoch(monkeypatch):
+    """Fits in this context run one kernel call per epoch."""
+
+    def per_epoch(self, *args, **kwargs):
+        return None, None
+
+    def enter():
+        monkeypatch.setattr(BaseMultilayerPerceptron, "_epochs_in_one_call", per_epoch)
+
+    return enter, monkeypatch.undo
+
+
+FITS = {
+    "adam-cut-by-units": (MLPClassifier, y_multi, dict()),
+    "sgd-nesterov-tanh": (MLPClassifier, y_multi, dict(solver="sgd", activation="tanh",
+                                                       momentum=0.9)),
+    "two-layers-by-rows": (MLPRegressor, y_reg, dict(hidden_layer_sizes=(8, 5))),
+    "no-shuffle": (MLPClassifier, y_multi, dict(shuffle=False)),
+    "stops-on-tol": (MLPClassifier, y_multi, dict(tol=1e-2, n_iter_no_change=2,
+                                                  max_iter=200)),
+    "sparse": (MLPClassifier, y_multi, dict(sparse=True)),
+    "float32": (MLPRegressor, y_reg, dict(dtype=np.float32)),
+}
+
+
+@pytest.mark.parametrize("case", list(FITS))
+@pytest.mark.parametrize("n_blocks", [1, 2])
+def test_fit_in_one_call_is_the_fit_epoch_by_epoch(case, n_blocks, one_call_per_epoch,
+                                                   monkeypatch):
+    cls, y, kwargs = FITS[case]
+    kwargs = dict(kwargs)
+    dtype = kwargs.pop("dtype", np.float64)
+    Xf = X.astype(dtype)
+    if kwargs.pop("sparse", False):
+        Xf = sp.csr_matrix(np.where(np.abs(Xf) > 1, Xf, 0))
+    params = dict(hidden_layer_sizes=(9,), batch_size=64, max_iter=12, tol=0.0,
+                  n_iter_no_change=10**6)
+    params.update(kwargs)
+    monkeypatch.setattr(_threads, "FORCE_BLOCKS", n_blocks)
+
+    def fit(seed_state):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            est = cls(random_state=seed_state, **params).fit(Xf, y)
+        return est, [str(w.message) for w in caught]
+
+    rs_one = np.random.RandomState(7)
+    one, warned_one = fit(rs_one)
+    enter, leave = one_call_per_epoch
+    enter()
+    rs_each = np.random.RandomState(7)
+    each, warned_each = fit(rs_each)
+    leave()
+    assert one.n_iter_ == each.n_iter_ and one.t_ == each.t_
+    assert one.loss_curve_ == each.loss_curve_ and one.loss_ == each.loss_
+    assert one.best_loss_ == each.best_loss_
+    assert one._no_improvement_count == each._no_improvement_count
+    assert_array_equal(one._flat_params, each._flat_params)
+    assert one._optimizer.t == each._optimizer.t
+    assert warned_one == warned_each
+    assert rs_one.randint(2**31) == rs_each.randint(2**31)
+    if case == "stops-on-tol":
+        assert one.n_iter_ < 200
+
+
+def test_partial_fit_and_callbacks_keep_one_call_per_epoch(monkeypatch):
+    """partial_fit, callbacks, verbose, early stopping, dropout and the adaptive and
+    invscaling schedules run one call per epoch."""
+    calls = []
+    run_epoch = CythonBackend.run_epoch
+
+    def counted(self, *args, epochs=None, **kwargs):
+        calls.append(epochs is not None)
+        return run_epoch(self, *args, epochs=epochs, **kwargs)
+
+    monkeypatch.setattr(CythonBackend, "run_epoch", counted)
+    small = dict(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier(**small).fit(X, y_multi)
+        assert calls == [True]
+        for extra in (dict(callbacks=lambda est, info: False), dict(early_stopping=True),
+                      dict(solver="sgd", learning_rate="adaptive"),
+                      dict(solver="sgd", learning_rate="invscaling"),
+                      dict(dropout=0.2)):
+            calls.clear()
+            MLPClassifier(**small, **extra).fit(X, y_multi)
+            assert calls == [False] * 3, extra
+        calls.clear()
+        MLPClassifier(**small).partial_fit(X, y_multi, classes=[0, 1, 2])
+        assert calls == [False]
