@@ -231,6 +231,18 @@ cdef Net make_net(const intp[::1] units, const intp[::1] coef_off,
     return net
 
 
+cdef int check_sizes(const Net* net, intp n_params, intp x_len, intp n_rows) except -1:
+    """The buffers the Python layer hands over are as long as the layer tables say:
+    every parameter, and for dense X, n_rows rows of units[0] values (the kernels run
+    without bounds checks)."""
+    cdef intp L = net.n_layers
+    if n_params < net.inter_off[L - 1] + net.units[L]:
+        raise ValueError("params holds fewer values than the layers have parameters")
+    if not net.sparse and x_len < n_rows * net.units[0]:
+        raise ValueError("X holds fewer than n_rows rows of units[0] values")
+    return 0
+
+
 cdef inline intp row_of(const Targets* tg, intp i) noexcept nogil:
     """Row of X (and of y, sample_weight) holding the batch's i-th sample."""
     if tg.rows == NULL:
@@ -801,6 +813,10 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     cdef pb_mt mt
     if n_blocks < 1 or n_threads < 1:
         raise ValueError("n_blocks and n_threads must be at least 1")
+    check_sizes(&net, params.shape[0], X.shape[0], n_rows)
+    if state_1.shape[0] < params.shape[0] or (solver == ADAM
+                                              and state_2.shape[0] < params.shape[0]):
+        raise ValueError("the optimizer state holds fewer values than params")
     n_threads = min(n_threads, n_blocks)
     epoch_loop(&loop, &mt, rows, n_rows, n_epochs, totals, mt_key, mt_pos, tol, patience,
                epoch_state, &total)
@@ -1248,6 +1264,9 @@ def loss_grad(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
                             alpha, indices, indptr)
     cdef Targets tg
     cdef double result = 0
+    check_sizes(&net, params.shape[0], X.shape[0], n_rows)
+    if grads.shape[0] < params.shape[0]:
+        raise ValueError("grads holds fewer values than params")
     tg.rows = NULL
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
     with nogil:
@@ -1280,6 +1299,9 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
     cdef Targets tg
     cdef intp start, m, k = units[units.shape[0] - 1], d = units[0]
     cdef bint finite = True
+    check_sizes(&net, params.shape[0], X.shape[0], n_rows)
+    if out.shape[0] < n_rows * k:
+        raise ValueError("out holds fewer than n_rows rows of outputs")
     tg.rows = NULL
     tg.labels = NULL
     with nogil:
@@ -1318,6 +1340,9 @@ def trace(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter
     cdef double loss_sum, sw_sum = 0, result
     cdef const floating* swp = cptr_or_null(sw)
     cdef floating* P = &acts[0] + net.act_off[L - 1]
+    check_sizes(&net, params.shape[0], X.shape[0], n_rows)
+    if grads.shape[0] < params.shape[0]:
+        raise ValueError("grads holds fewer values than params")
     tg.rows = NULL
     tg.start = 0
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL

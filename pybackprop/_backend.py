@@ -60,12 +60,30 @@ class Net:
         return int(max(1, min(n_rows, _CHUNK_VALUES // int(self.layout.units[1:].sum()))))
 
 
+def _check_csr(X):
+    """The kernels follow indptr and indices without bounds checks: a CSR matrix
+    whose arrays were corrupted (scipy checks them only on request) is refused."""
+    indptr, indices = X.indptr, X.indices
+    n_rows, n_cols = X.shape
+    ok = (indptr.shape == (n_rows + 1,) and indptr[0] == 0
+          and indptr[-1] <= min(indices.shape[0], X.data.shape[0])
+          and (n_rows == 0 or np.diff(indptr).min() >= 0))
+    nnz = int(indptr[-1]) if ok else 0
+    if ok and nnz:
+        used = indices[:nnz]
+        ok = used.min() >= 0 and used.max() < n_cols
+    if not ok:
+        raise ValueError("Sparse X is not a valid CSR matrix: its indptr or indices are "
+                         "out of range.")
+
+
 def kernel_input(X, dtype):
     """(values, indices, indptr) as the kernels read X: dense rows, or CSR parts."""
     if sp.issparse(X):
         X = X.tocsr()
         if X.nnz >= np.iinfo(np.intc).max or X.shape[1] >= np.iinfo(np.intc).max:
             raise ValueError("Sparse X with 2**31 or more nonzeros or columns is not supported.")
+        _check_csr(X)
         return (np.ascontiguousarray(X.data, dtype=dtype),
                 np.ascontiguousarray(X.indices, dtype=np.intc),
                 np.ascontiguousarray(X.indptr, dtype=np.intc))

@@ -37,7 +37,7 @@ from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as SkMLPRegressor
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 
-from ._layout import Layout
+from ._layout import Layout, checked_weights
 from ._optim import AdamState, SGDState
 
 __all__ = ["from_sklearn", "to_sklearn"]
@@ -255,16 +255,16 @@ def from_sklearn(cls, sk_est):
     est = cls(**params)
     if not _is_fitted(sk_est):
         return est
-    coefs, intercepts = list(sk_est.coefs_), list(sk_est.intercepts_)
-    if len(coefs) != len(intercepts) or not coefs:
-        raise ValueError("sk_est has inconsistent coefs_ / intercepts_.")
+    try:
+        coefs, intercepts = checked_weights(list(sk_est.coefs_), list(sk_est.intercepts_),
+                                             getattr(sk_est, "n_features_in_", None),
+                                             getattr(sk_est, "n_outputs_", None))
+    except ValueError as exc:
+        raise ValueError(f"sk_est's weights do not form its network: {exc}") from None
     dtype = np.result_type(*coefs, *intercepts)
     if dtype not in (np.float32, np.float64):
         dtype = np.dtype(np.float64)
     layout = Layout([coefs[0].shape[0]] + [c.shape[1] for c in coefs])
-    for (a, b), c, i in zip(layout.coef_shapes, coefs, intercepts):
-        if np.shape(c) != (a, b) or np.shape(i) != (b,):
-            raise ValueError("sk_est's coefs_ / intercepts_ do not chain into one network.")
     est._layout = layout
     est._set_params_buffer(layout.pack(coefs, intercepts, dtype))
     _copy_plain(sk_est, est)

@@ -68,12 +68,20 @@ class Layout:
         return coefs, intercepts
 
     def pack(self, coefs, intercepts, dtype):
-        """A new flat buffer holding copies of ``coefs`` and ``intercepts``."""
+        """A new flat buffer holding copies of ``coefs`` and ``intercepts``, which
+        must have this layout's shapes (every value of the buffer is written)."""
+        if len(coefs) != self.n_layers or len(intercepts) != self.n_layers:
+            raise ValueError(f"{len(coefs)} weight and {len(intercepts)} bias arrays for "
+                             f"a network of {self.n_layers} layers.")
         params = np.empty(self.n_params, dtype=dtype)
-        for o, c in zip(self.coef_off, coefs):
+        for i, (o, shape, c, b) in enumerate(zip(self.coef_off, self.coef_shapes, coefs,
+                                                 intercepts)):
+            if np.shape(c) != shape or np.shape(b) != shape[1:]:
+                raise ValueError(f"layer {i}: weights of shape {np.shape(c)} and biases of "
+                                 f"shape {np.shape(b)}, where the network has {shape} and "
+                                 f"{shape[1:]}.")
             params[o : o + c.size] = np.ravel(c)
-        for o, b in zip(self.inter_off, intercepts):
-            params[o : o + b.size] = b
+            params[self.inter_off[i] : self.inter_off[i] + shape[1]] = b
         return params
 
     def is_view_of(self, params, coefs, intercepts):
@@ -100,3 +108,37 @@ class Layout:
             ):
                 return False
         return True
+
+
+def checked_weights(coefs, intercepts, n_features, n_outputs):
+    """coefs_ and intercepts_ as the user left them, checked to form a network before
+    they are packed for the kernels: 2-D coefs whose shapes chain from n_features
+    inputs to n_outputs outputs, and one 1-D intercept per coef, as wide as it."""
+    try:
+        coefs = [np.asarray(c) for c in coefs]
+        intercepts = [np.asarray(b) for b in intercepts]
+    except TypeError:
+        raise ValueError("coefs_ and intercepts_ must be lists of arrays.") from None
+    if not coefs or len(coefs) != len(intercepts):
+        raise ValueError(f"coefs_ and intercepts_ must hold one array per layer: got "
+                         f"{len(coefs)} coefs and {len(intercepts)} intercepts.")
+    for i, c in enumerate(coefs):
+        if c.ndim != 2 or 0 in c.shape:
+            raise ValueError(f"coefs_[{i}] must be a non-empty 2-D array; got shape "
+                             f"{c.shape}.")
+        if not (np.issubdtype(c.dtype, np.number) and np.issubdtype(intercepts[i].dtype,
+                                                                   np.number)):
+            raise ValueError(f"coefs_[{i}] and intercepts_[{i}] must hold numbers.")
+        if i and c.shape[0] != coefs[i - 1].shape[1]:
+            raise ValueError(f"coefs_[{i}] has shape {c.shape}, but coefs_[{i - 1}] has "
+                             f"{coefs[i - 1].shape[1]} columns: the layers do not chain.")
+        if intercepts[i].shape != (c.shape[1],):
+            raise ValueError(f"intercepts_[{i}] has shape {intercepts[i].shape}, but "
+                             f"coefs_[{i}] has {c.shape[1]} columns.")
+    if n_features is not None and coefs[0].shape[0] != n_features:
+        raise ValueError(f"coefs_[0] has {coefs[0].shape[0]} rows, but the model was "
+                         f"fitted on {n_features} features.")
+    if n_outputs is not None and coefs[-1].shape[1] != n_outputs:
+        raise ValueError(f"coefs_[-1] has {coefs[-1].shape[1]} columns, but the model "
+                         f"has {n_outputs} outputs.")
+    return coefs, intercepts

@@ -35,7 +35,7 @@ from sklearn.utils.validation import (
 
 from . import __version__, _backend, _reference
 from ._backend import BACKENDS, Data, Net
-from ._layout import HIDDEN_ACTIVATIONS, Layout
+from ._layout import HIDDEN_ACTIVATIONS, Layout, checked_weights
 from ._optim import AdamState, SGDState
 from ._threads import blas_threads_for, cap_row_blocks, cut_by_units, fit_split
 
@@ -108,6 +108,11 @@ def _indicator(label_binarizer, y):
     Y = np.zeros((y.shape[0], len(classes)), dtype=bool)
     Y[np.arange(y.shape[0]), codes] = True
     return Y
+
+
+def _overflow_error(dtype):
+    return ValueError(f"Input X has values too large for the model's {dtype} weights: "
+                      f"they overflow to infinity when cast to {dtype}.")
 
 
 def _call_callbacks(callbacks, est, info):
@@ -209,11 +214,14 @@ class BaseMultilayerPerceptron(BaseEstimator):
         ):
             return params  # the very views this buffer handed out
         if params is None or not self._layout.is_view_of(params, self.coefs_, self.intercepts_):
-            dtype = np.result_type(*self.coefs_, *self.intercepts_)
+            coefs, intercepts = checked_weights(self.coefs_, self.intercepts_,
+                                                 getattr(self, "n_features_in_", None),
+                                                 getattr(self, "n_outputs_", None))
+            dtype = np.result_type(*coefs, *intercepts)
             if dtype not in (np.float32, np.float64):
                 dtype = np.float64
-            self._layout = Layout([self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_])
-            params = self._layout.pack(self.coefs_, self.intercepts_, dtype)
+            self._layout = Layout([coefs[0].shape[0]] + [c.shape[1] for c in coefs])
+            params = self._layout.pack(coefs, intercepts, dtype)
             self._set_params_buffer(params)
         return params
 
@@ -354,7 +362,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
             # work on a copy, so that an error midway leaves the fitted weights intact
             self._set_params_buffer(params.copy())
             if hasattr(self, "_optimizer"):
-                self._optimizer = self._optimizer.copy()
+                self._optimizer = self._optimizer.copy_for(params)
+            if getattr(self, "_best_params", params).shape != params.shape:
+                # weights replaced by a network of another shape: no earlier best
+                self._best_params = params.copy()
             for name in ("loss_curve_", "validation_scores_", "validation_loss_curve_"):
                 if isinstance(getattr(self, name, None), list):
                     setattr(self, name, list(getattr(self, name)))
@@ -731,11 +742,20 @@ class BaseMultilayerPerceptron(BaseEstimator):
         params = self._params()
         X_in = X
         if X.dtype != params.dtype:
-            X = X.astype(params.dtype)
+            with np.errstate(over="ignore"), warnings.catch_warnings():
+                # an overflow to float32's infinity is reported below, by name
+                warnings.simplefilter("ignore", RuntimeWarning)
+                X = X.astype(params.dtype)
+            if not plain and X.dtype == np.float32 and not np.isfinite(
+                    X.data if sp.issparse(X) else X).all():
+                # X was validated finite: the cast overflowed
+                raise _overflow_error(X.dtype)
         out = _backend.predict(self._net(), X, params, self.backend, check_finite=plain)
         if out is None:
             # NaN or infinity in a plain array: the full validation names the problem
             validate_data(self, X_in, reset=False, dtype=(np.float64, np.float32))
+            if X is not X_in:
+                raise _overflow_error(X.dtype)
             raise ValueError("Input X contains NaN or infinity.")
         if np.isnan(np.add.reduce(out, axis=None)):
             warnings.warn(

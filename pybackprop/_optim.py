@@ -60,6 +60,12 @@ class SGDState:
         new.velocity = self.velocity.copy()
         return new
 
+    def copy_for(self, params):
+        """A copy whose state matches ``params`` (see _check_state_for)."""
+        new = self.copy()
+        new.velocity = _check_state_for(self.velocity, params)
+        return new
+
 
 class AdamState:
     """m := β1 m + (1-β1) g;  v := β2 v + (1-β2) g²;  θ -= η_t m / (√v + ε),
@@ -105,3 +111,22 @@ class AdamState:
         new.m = self.m.copy()
         new.v = self.v.copy()
         return new
+
+    def copy_for(self, params):
+        """A copy whose state matches ``params`` (see _check_state_for)."""
+        new = self.copy()
+        new.m = _check_state_for(self.m, params)
+        new.v = _check_state_for(self.v, params)
+        return new
+
+
+def _check_state_for(state, params):
+    """An optimizer state vector for ``params``: a copy in its dtype (the weights may
+    have been replaced by arrays of the other float type), or a ValueError when the
+    weights were replaced by a network of another size."""
+    if state.shape != params.shape:
+        raise ValueError(
+            f"The optimizer state of the previous fit holds {state.shape[0]} values, but "
+            f"coefs_ and intercepts_ now hold {params.shape[0]} parameters: keep training "
+            "a network of the same shape, or fit anew (warm_start=False).")
+    return state.astype(params.dtype, copy=True)
