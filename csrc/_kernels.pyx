@@ -604,11 +604,29 @@ cdef inline double step_size(int solver, double lr, double beta_1, double beta_2
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.cdivision(True)
-cdef inline void epoch_begins(EpochLoop* loop, double* total) noexcept nogil:
-    """Thread 0, before an epoch: the rows' new order, and the loss sum reset."""
-    if loop.mt != NULL:
-        pb_shuffle(loop.mt, loop.rows, loop.n_rows)
-    total[0] = 0
+cdef inline void epoch_begins(EpochLoop* loop, double* total, int tid,
+                              int T) noexcept nogil:
+    """Every thread, before an epoch: thread 0 shuffles the rows and resets the loss
+    sum, and the others wait for it."""
+    if tid == 0:
+        if loop.mt != NULL:
+            pb_shuffle(loop.mt, loop.rows, loop.n_rows)
+        total[0] = 0
+    if T > 1:
+        pb_barrier()
+
+
+cdef inline bint epoch_over(EpochLoop* loop, intp e, double* total, bint cut_short,
+                            int tid, int T) noexcept nogil:
+    """Every thread, after its share of epoch e: True when no epoch follows (thread 0
+    decides, once all are done)."""
+    if T > 1:
+        pb_barrier()
+    if tid == 0:
+        epoch_ends(loop, e, total[0], cut_short)
+    if T > 1:
+        pb_barrier()
+    return loop.leave
 
 
 cdef inline void epoch_ends(EpochLoop* loop, intp e, double total, bint cut_short) noexcept nogil:
@@ -679,10 +697,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
     cdef double last_check = seconds()
     mine.act_off = off
     for e in range(loop.n_epochs):
-        if tid == 0:
-            epoch_begins(loop, total)
-        if T > 1:
-            pb_barrier()
+        epoch_begins(loop, total, tid, T)
         start = 0
         cut_short = False
         while start < n_rows:
@@ -746,13 +761,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                 break
             parity = 1 - parity
             start += batch_size
-        if T > 1:
-            pb_barrier()
-        if tid == 0:
-            epoch_ends(loop, e, total[0], cut_short)
-        if T > 1:
-            pb_barrier()
-        if loop.leave:
+        if epoch_over(loop, e, total, cut_short, tid, T):
             break
     if tid == 0:
         t[0] = steps
@@ -1108,10 +1117,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                      state_2, False)
 
     for e in range(loop.n_epochs):
-        if tid == 0:
-            epoch_begins(loop, total)
-        if T > 1:
-            pb_barrier()
+        epoch_begins(loop, total, tid, T)
         start = 0
         cut_short = False
         while start < n_rows:
@@ -1203,13 +1209,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 stop[1 - parity] = 1
             parity = 1 - parity
             start += batch_size
-        if T > 1:
-            pb_barrier()
-        if tid == 0:
-            epoch_ends(loop, e, total[0], cut_short)
-        if T > 1:
-            pb_barrier()
-        if loop.leave:
+        if epoch_over(loop, e, total, cut_short, tid, T):
             break
 
     # back into the flat layout
