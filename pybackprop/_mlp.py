@@ -15,6 +15,7 @@ import numpy as np
 import scipy
 import scipy.optimize
 import scipy.sparse as sp
+from sklearn import get_config
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -348,6 +349,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         layer_units = [n_features] + hidden_layer_sizes + [y.shape[1]]
         random_state = check_random_state(self.random_state)
 
+        kept = None
         if first_pass:
             self._initialize(y, layer_units, X.dtype, random_state)
         else:
@@ -359,7 +361,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
                     "with warm_start=True or partial_fit."
                     % (layer_units, list(self._layout.units))
                 )
-            # work on a copy, so that an error midway leaves the fitted weights intact
+            # work on a copy, so that an error midway leaves the fitted weights intact;
+            # a fit that succeeds writes its result back into the arrays the caller
+            # holds (coefs_ and intercepts_ stay the same objects, as scikit-learn's do)
+            kept = (params, self.coefs_, self.intercepts_, self._views)
             self._set_params_buffer(params.copy())
             if hasattr(self, "_optimizer"):
                 self._optimizer = self._optimizer.copy_for(params)
@@ -390,6 +395,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 f"Solver produced non-finite parameter weights or loss (loss_={self.loss_})."
                 " The input data may contain large values and need to be preprocessed."
             )
+        if kept is not None:
+            params, self.coefs_, self.intercepts_, self._views = kept
+            params[:] = self._flat_params
+            self._flat_params = params
         return self
 
     def _with_class_weight(self, y, sample_weight, incremental):
@@ -751,6 +760,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 # X was validated finite: the cast overflowed
                 raise _overflow_error(X.dtype)
         out = _backend.predict(self._net(), X, params, self.backend, check_finite=plain)
+        if out is None and get_config()["assume_finite"]:
+            # the caller vouched for X (sklearn.set_config): predict without the scan
+            out = _backend.predict(self._net(), X, params, self.backend)
         if out is None:
             # NaN or infinity in a plain array: the full validation names the problem
             validate_data(self, X_in, reset=False, dtype=(np.float64, np.float32))

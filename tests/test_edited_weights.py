@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
 from pybackprop import MLPRegressor, _backend, _kernels
@@ -174,3 +174,43 @@ def test_kernels_check_buffer_lengths(fitted):
     opt.v = opt.v[:-1]
     with pytest.raises(ValueError, match="optimizer state holds fewer values"):
         backend.run_epoch(params.copy(), None, 60, 20, opt)
+
+
+@pytest.mark.parametrize("call", ["partial_fit", "warm_fit"])
+def test_training_on_updates_the_weight_arrays_the_caller_holds(fitted, call):
+    """As in scikit-learn, coefs_ and intercepts_ stay the same arrays across
+    partial_fit and warm-started fits, updated in place."""
+    coefs, first, bias = fitted.coefs_, fitted.coefs_[0], fitted.intercepts_[-1]
+    before = first.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if call == "partial_fit":
+            fitted.partial_fit(X, y)
+        else:
+            fitted.set_params(warm_start=True).fit(X, y)
+    assert fitted.coefs_ is coefs and fitted.coefs_[0] is first
+    assert fitted.intercepts_[-1] is bias
+    assert not np.array_equal(first, before)
+    assert np.shares_memory(first, fitted._flat_params)
+    # and a failed call leaves them as they were
+    now = first.copy()
+    with pytest.raises(ValueError):
+        fitted.partial_fit(X[:, :3], y)
+    assert fitted.coefs_[0] is first
+    assert_array_equal(first, now)
+
+
+def test_assume_finite_config_skips_the_finiteness_check(fitted):
+    """sklearn.set_config(assume_finite=True) lets NaN through predict, as in
+    scikit-learn (the output is NaN where the input is)."""
+    from sklearn import config_context
+
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.predict(bad)
+    with config_context(assume_finite=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the NaN output is reported
+        out = fitted.predict(bad)
+    assert np.isnan(out[0]) and np.isfinite(out[1:]).all()
+    assert_allclose(out[1:], fitted.predict(X[1:]), rtol=1e-12)
