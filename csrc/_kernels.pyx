@@ -366,8 +366,9 @@ cdef inline double clip_log(double p, double eps) noexcept nogil:
 @cython.cdivision(True)
 cdef double output_loss(const Net* net, const Targets* tg, intp m,
                         const floating* P, const floating* Y, const floating* sw,
-                        floating* dz) noexcept nogil:
+                        floating* dz, bint with_loss=True) noexcept nogil:
     """Sum over the batch of (sample weight × row loss); writes dz = (p - y) · s.
+    Without ``with_loss``, dz alone (returns 0).
 
     Row losses: half squared error summed over outputs; half Poisson deviance
     ``y log(y/p) - y + p``; ``-log p_y`` for softmax; binary cross-entropy summed over
@@ -392,7 +393,12 @@ cdef double output_loss(const Net* net, const Targets* tg, intp m,
             for j in range(k):
                 dz_row[j] = p_row[j]
             dz_row[c] -= 1
-            row_loss = -clip_log(p_row[c], eps)
+            if with_loss:
+                row_loss = -clip_log(p_row[c], eps)
+        elif not with_loss:
+            y_row = Y + r * k
+            for j in range(k):
+                dz_row[j] = p_row[j] - y_row[j]
         else:
             y_row = Y + r * k
             for j in range(k):
@@ -1163,7 +1169,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 softmax_rows(out, m, k)
             else:
                 activate(net.output, out, m * k)
-            loss = output_loss(net, &tg, m, out, Y, sw, dz)
+            # the loss is thread 0's to add up
+            loss = output_loss(net, &tg, m, out, Y, sw, dz, tid == 0)
             sw_sum = batch_weight(sw, &tg, m)
             lr_t = step_size(solver, lr, beta_1, beta_2, &steps)
             if tid == 0:
