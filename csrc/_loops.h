@@ -40,8 +40,9 @@ PB_CLONES static void pb_sgd_step##SUFFIX(T* p, const T* g, const T* g2, T* vel,
                                           Py_ssize_t n, T alpha, T S, T lr, T mu,     \
                                           int nesterov, double* sq)                   \
 {                                                                                     \
+    const T inv_S = (T)1 / S;                                                         \
     PB_STEP_LOOPS(T,                                                                  \
-        T grad = (gsum + alpha * w) / S;                                              \
+        T grad = (gsum + alpha * w) * inv_S;                                          \
         T upd = mu * vel[i] - lr * grad;                                              \
         vel[i] = upd;                                                                 \
         upd = nesterov ? mu * upd - lr * grad : upd;                                  \
@@ -52,9 +53,9 @@ PB_CLONES static void pb_adam_step##SUFFIX(T* p, const T* g, const T* g2, T* m, 
                                            Py_ssize_t n, T alpha, T S, T lr_t, T b1,  \
                                            T b2, T eps, double* sq)                   \
 {                                                                                     \
-    const T c1 = (T)1 - b1, c2 = (T)1 - b2;                                           \
+    const T c1 = (T)1 - b1, c2 = (T)1 - b2, inv_S = (T)1 / S;                         \
     PB_STEP_LOOPS(T,                                                                  \
-        T grad = (gsum + alpha * w) / S;                                              \
+        T grad = (gsum + alpha * w) * inv_S;                                          \
         T mi = b1 * m[i] + c1 * grad;                                                 \
         T vi = b2 * v[i] + c2 * (grad * grad);                                        \
         m[i] = mi;                                                                    \
