@@ -536,24 +536,32 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 sw_val, incremental):
         """The epoch loop: shuffle, one kernel call per epoch, then the stopping rules.
 
-        Where nothing in Python has to run between epochs, the kernel runs them all in
-        one call first (_epochs_in_one_call), and the loop replays the losses it
+        Where nothing in Python has to run between epochs, the kernel runs them, up to
+        _EPOCHS_PER_CALL per call (_run_epochs), and the loop replays the losses it
         recorded: the same bookkeeping, and the same stopping rule, which the kernel
         applied in the same arithmetic."""
         try:
             self.n_iter_ = 0
-            run, interrupted = self._epochs_in_one_call(
-                backend, optimizer, params, random_state, dropout, sample_idx, n_train,
-                batch_size, early_stopping, incremental)
+            one_call = self._epochs_in_one_call(backend, optimizer, random_state, dropout,
+                                                n_train, early_stopping, incremental)
+            run = interrupted = None
+            replayed = 0
             for _ in range(self.max_iter):
-                if run is not None:
-                    if self.n_iter_ == run.done:
+                if one_call:
+                    if run is None or (replayed == run.done == len(run.totals)):
+                        run, interrupted = self._run_epochs(
+                            backend, optimizer, params, random_state, sample_idx, n_train,
+                            batch_size, min(self._EPOCHS_PER_CALL,
+                                            self.max_iter - self.n_iter_))
+                        replayed = 0
+                    if replayed == run.done:
                         # the kernel stopped here, and the stopping rule did not
                         if interrupted is None:
                             raise RuntimeError("the epochs run and the stopping rule "
                                                "disagree")
                         raise interrupted
-                    total = float(run.totals[self.n_iter_])
+                    total = float(run.totals[replayed])
+                    replayed += 1
                 elif self.shuffle:
                     # the draws and the order of sklearn.utils.shuffle(sample_idx,
                     # random_state=...), which shuffles an arange and indexes with it:
@@ -564,7 +572,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
                     rows = train_idx
                 # dropout's stream is seeded from random_state each epoch; without
                 # dropout no draw is taken, so the stream stays scikit-learn's
-                if run is None:
+                if not one_call:
                     seed = (int(random_state.randint(np.iinfo(np.int64).max)) if dropout
                             else 0)
                     total = backend.run_epoch(params, rows, n_train, batch_size, optimizer,
@@ -604,25 +612,34 @@ class BaseMultilayerPerceptron(BaseEstimator):
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
 
-    def _epochs_in_one_call(self, backend, optimizer, params, random_state, dropout,
-                            sample_idx, n_train, batch_size, early_stopping, incremental):
-        """Run every epoch of the fit in one kernel call, when nothing in Python needs
-        to run between them: no callbacks, printing, validation, dropout seeds,
-        learning-rate schedule, or partial_fit. The kernel shuffles with a copy of
-        random_state's MT19937 state, drawn as ``random_state.shuffle`` draws, and
-        the advanced state is put back. Returns the EpochRun (None where the epochs
-        run one call each) and the KeyboardInterrupt that cut it short, if any."""
+    # epochs per kernel call where the kernel runs them: an EpochRun stays small
+    # whatever max_iter is
+    _EPOCHS_PER_CALL = 256
+
+    def _epochs_in_one_call(self, backend, optimizer, random_state, dropout, n_train,
+                            early_stopping, incremental):
+        """Whether the kernel can run the epochs, many per call: where nothing in
+        Python needs to run between them (no callbacks, printing, validation, dropout
+        seeds, learning-rate schedule, or partial_fit) and the shuffle draws from
+        MT19937, which the kernel runs on a copy of random_state's state."""
         if (not getattr(backend, "runs_epochs", False) or dropout or early_stopping
                 or incremental or self.verbose or self.callbacks is not None
                 or getattr(optimizer, "lr_schedule", "constant") != "constant"
                 or not isinstance(self.best_loss_, Real)):
-            return None, None
-        mt_state = None
-        if self.shuffle:
-            mt_state = random_state.get_state(legacy=False)
-            if mt_state.get("bit_generator") != "MT19937" or n_train >= 2**32:
-                return None, None
-        run = _backend.EpochRun(self.max_iter, None if mt_state is None else mt_state["state"],
+            return False
+        return not self.shuffle or (
+            random_state.get_state(legacy=False).get("bit_generator") == "MT19937"
+            and n_train < 2**32)
+
+    def _run_epochs(self, backend, optimizer, params, random_state, sample_idx, n_train,
+                    batch_size, n_epochs):
+        """Up to n_epochs epochs in one kernel call, which shuffles with a copy of
+        random_state's MT19937 state, drawing as ``random_state.shuffle`` draws, and
+        stops by the training-loss rule from the current best loss and count; the
+        advanced state is put back. Returns the EpochRun and the KeyboardInterrupt
+        that cut it short, if any."""
+        mt_state = random_state.get_state(legacy=False) if self.shuffle else None
+        run = _backend.EpochRun(n_epochs, None if mt_state is None else mt_state["state"],
                                 self.tol, self.n_iter_no_change, self.best_loss_,
                                 self._no_improvement_count)
         rows = sample_idx if self.shuffle else None

@@ -124,7 +124,7 @@ def one_call_per_epoch(monkeypatch):
     """Fits in this context run one kernel call per epoch."""
 
     def per_epoch(self, *args, **kwargs):
-        return None, None
+        return False
 
     def enter():
         monkeypatch.setattr(BaseMultilayerPerceptron, "_epochs_in_one_call", per_epoch)
@@ -142,6 +142,10 @@ FITS = {
                                                   max_iter=200)),
     "sparse": (MLPClassifier, y_multi, dict(sparse=True)),
     "float32": (MLPRegressor, y_reg, dict(dtype=np.float32)),
+    # 5 epochs per kernel call: the calls' boundaries, and the rule stopping at one
+    "five-per-call": (MLPClassifier, y_multi, dict(per_call=5)),
+    "five-per-call-stops": (MLPClassifier, y_multi, dict(per_call=5, tol=1e-2,
+                                                         n_iter_no_change=2, max_iter=200)),
 }
 
 
@@ -159,6 +163,8 @@ def test_fit_in_one_call_is_the_fit_epoch_by_epoch(case, n_blocks, one_call_per_
                   n_iter_no_change=10**6)
     params.update(kwargs)
     monkeypatch.setattr(_threads, "FORCE_BLOCKS", n_blocks)
+    monkeypatch.setattr(BaseMultilayerPerceptron, "_EPOCHS_PER_CALL",
+                        params.pop("per_call", 256))
 
     def fit(seed_state):
         with warnings.catch_warnings(record=True) as caught:
@@ -181,7 +187,7 @@ def test_fit_in_one_call_is_the_fit_epoch_by_epoch(case, n_blocks, one_call_per_
     assert one._optimizer.t == each._optimizer.t
     assert warned_one == warned_each
     assert rs_one.randint(2**31) == rs_each.randint(2**31)
-    if case == "stops-on-tol":
+    if "stops" in case:
         assert one.n_iter_ < 200
 
 
@@ -201,6 +207,11 @@ def test_partial_fit_and_callbacks_keep_one_call_per_epoch(monkeypatch):
         warnings.simplefilter("ignore", ConvergenceWarning)
         MLPClassifier(**small).fit(X, y_multi)
         assert calls == [True]
+        calls.clear()
+        monkeypatch.setattr(BaseMultilayerPerceptron, "_EPOCHS_PER_CALL", 2)
+        MLPClassifier(**small).fit(X, y_multi)
+        assert calls == [True, True]  # 2 epochs, then 1
+        monkeypatch.setattr(BaseMultilayerPerceptron, "_EPOCHS_PER_CALL", 256)
         for extra in (dict(callbacks=lambda est, info: False), dict(early_stopping=True),
                       dict(solver="sgd", learning_rate="adaptive"),
                       dict(solver="sgd", learning_rate="invscaling"),
