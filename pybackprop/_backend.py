@@ -212,7 +212,7 @@ class CythonBackend:
                     epochs.patience, epochs.state)),
             )
         finally:
-            opt.t = int(steps[0])
+            opt.steps_taken(int(steps[0]))
 
     def loss_grad(self, params, grads):
         values, indices, indptr, Y, labels, sw = self.data.for_kernels()

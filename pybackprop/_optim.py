@@ -35,6 +35,10 @@ class SGDState:
             update = self.momentum * self.velocity - self.learning_rate * grads
         params += update
 
+    def steps_taken(self, t):
+        """The kernels took steps up to step t (unused by SGD)."""
+        self.t = t
+
     def iteration_ends(self, time_step):
         if self.lr_schedule == "invscaling":
             self.learning_rate = float(self.learning_rate_init) / (time_step + 1) ** self.power_t
@@ -96,6 +100,14 @@ class AdamState:
         # commit together, so that Ctrl-C leaves either the old state or the new one
         self.m[:], self.v[:], self.t, self.learning_rate = m, v, t, lr_t
         params += update
+
+    def steps_taken(self, t):
+        """The kernels took steps up to step t: learning_rate is the last step's size,
+        η √(1-β2^t) / (1-β1^t), as scikit-learn's AdamOptimizer keeps it."""
+        self.t = t
+        if t > 0:
+            self.learning_rate = (self.learning_rate_init * np.sqrt(1 - self.beta_2**t)
+                                  / (1 - self.beta_1**t))
 
     def iteration_ends(self, time_step):
         pass

@@ -222,3 +222,19 @@ def test_partial_fit_and_callbacks_keep_one_call_per_epoch(monkeypatch):
         calls.clear()
         MLPClassifier(**small).partial_fit(X, y_multi, classes=[0, 1, 2])
         assert calls == [False]
+
+
+def test_adam_learning_rate_is_the_last_steps_size():
+    """_optimizer.learning_rate after an Adam fit is scikit-learn's: the bias-corrected
+    step size of the last step (the callbacks report it too)."""
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+
+    params = dict(hidden_layer_sizes=(6,), max_iter=4, random_state=0, batch_size=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier(**params).fit(X, y_multi)
+        ref = SkMLPClassifier(**params).fit(X, y_multi)
+    assert ours._optimizer.t == ref._optimizer.t == 4 * 15
+    assert ours._optimizer.learning_rate == pytest.approx(ref._optimizer.learning_rate,
+                                                          rel=1e-12)
+    assert ours._optimizer.learning_rate != ours.learning_rate_init
