@@ -11,6 +11,7 @@ GELU and SiLU are not invertible that way: their layers keep ``z`` (see
 from cython cimport floating
 from libc.math cimport (exp, expf, expm1, expm1f, log, logf, log1p, log1pf, erf, erff,
                         sqrt, fabs)
+from libc.string cimport memcpy
 
 cdef enum:
     IDENTITY = 0
@@ -50,6 +51,14 @@ cdef extern from "_vexp.h" nogil:
     void pb_colsum_addf(const float* a, Py_ssize_t rows, Py_ssize_t cols, float* out)
     void pb_add_inplace(double* out, const double* a, Py_ssize_t n)
     void pb_add_inplacef(float* out, const float* a, Py_ssize_t n)
+    void pb_add_rows(double* z, const double* b, Py_ssize_t rows, Py_ssize_t cols)
+    void pb_add_rowsf(float* z, const float* b, Py_ssize_t rows, Py_ssize_t cols)
+    void pb_bias_relu(double* z, const double* b, Py_ssize_t rows, Py_ssize_t cols)
+    void pb_bias_reluf(float* z, const float* b, Py_ssize_t rows, Py_ssize_t cols)
+    void pb_bias_tanh(double* z, const double* b, Py_ssize_t rows, Py_ssize_t cols)
+    void pb_bias_tanhf(float* z, const float* b, Py_ssize_t rows, Py_ssize_t cols)
+    void pb_bias_sigmoid(double* z, const double* b, Py_ssize_t rows, Py_ssize_t cols)
+    void pb_bias_sigmoidf(float* z, const float* b, Py_ssize_t rows, Py_ssize_t cols)
 
 cdef extern from *:
     """
@@ -241,6 +250,41 @@ cdef inline void multiply_derivative(int kind, const floating* h, const floating
             x = z[i]
             s = _sigmoid(x)
             d[i] = d[i] * (s * (1 + x * (1 - s)))
+
+
+cdef inline void bias_activate(int kind, floating* z, const floating* b, Py_ssize_t rows,
+                               Py_ssize_t cols, floating* keep_z) noexcept nogil:
+    """z := f(z + b) over a (rows, cols) block, b broadcast over the rows; keep_z (not
+    NULL) gets z + b first. relu, tanh and the logistic add the bias in their own pass."""
+    if keep_z == NULL and (kind == RELU or kind == TANH or kind == LOGISTIC):
+        if kind == RELU:
+            if floating is float:
+                pb_bias_reluf(z, b, rows, cols)
+            else:
+                pb_bias_relu(z, b, rows, cols)
+        elif kind == TANH:
+            if floating is float:
+                pb_bias_tanhf(z, b, rows, cols)
+            else:
+                pb_bias_tanh(z, b, rows, cols)
+        elif floating is float:
+            pb_bias_sigmoidf(z, b, rows, cols)
+        else:
+            pb_bias_sigmoid(z, b, rows, cols)
+        return
+    add_rows(z, b, rows, cols)
+    if keep_z != NULL:
+        memcpy(keep_z, z, rows * cols * sizeof(floating))
+    activate(kind, z, rows * cols)
+
+
+cdef inline void add_rows(floating* z, const floating* b, Py_ssize_t rows,
+                          Py_ssize_t cols) noexcept nogil:
+    """Every row of the (rows, cols) block z += b."""
+    if floating is float:
+        pb_add_rowsf(z, b, rows, cols)
+    else:
+        pb_add_rows(z, b, rows, cols)
 
 
 cdef inline void fill_rows(floating* z, const floating* b, Py_ssize_t rows,

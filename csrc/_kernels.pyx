@@ -35,7 +35,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from _blas cimport gemm, axpy, sum_of_squares
 from _activations cimport (activate, softmax_rows, multiply_derivative, needs_z,
-                           fill_rows, colsum_add, add_inplace,
+                           fill_rows, add_rows, bias_activate, colsum_add, add_inplace,
                            IDENTITY, LOGISTIC, TANH, RELU, EXP, SOFTMAX)
 
 ctypedef Py_ssize_t intp
@@ -303,6 +303,7 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
     cdef const floating* b
     cdef floating* z
     cdef floating* z_row
+    cdef floating* keep_z
 
     for l in range(L):
         fan_in = net.units[l]
@@ -310,11 +311,11 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
         W = params + net.coef_off[l]
         b = params + net.inter_off[l]
         z = out if l == L - 1 else acts + net.act_off[l]
-        # Z = bias row, broadcast; the product then adds onto it (beta = 1)
-        fill_rows(z, b, m, fan_out)
         if l == 0 and net.sparse:
+            # Z = bias row, broadcast; the row products add onto it
             # Z += X[rows] @ W_1, reading each CSR row where it lies; the rows of W_1
             # that the row's nonzeros pick lie anywhere: ask for them a few ahead
+            fill_rows(z, b, m, fan_out)
             for i in range(m):
                 r = row_of(tg, i)
                 z_row = z + i * fan_out
@@ -333,19 +334,26 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                     h_prev = xbuf
             else:
                 h_prev = acts + net.act_off[l - 1]
-            # Z += H_prev @ W
+            # Z = H_prev @ W; the bias is added with the activation below
             gemm(False, False, <int> m, <int> fan_out, <int> fan_in, <floating> 1.0,
-                 h_prev, <int> fan_in, W, <int> fan_out, <floating> 1.0, z, <int> fan_out)
-        if zs != NULL:
-            memcpy(zs + net.act_off[l], z, m * fan_out * sizeof(floating))
-        if l < L - 1:
-            activate(net.hidden[l], z, m * fan_out)
-            if masks != NULL and net.keep[l] < 1:
-                dropout(z, masks + net.act_off[l], m * fan_out, net.keep[l], net.rng)
-        elif net.output == SOFTMAX:
-            softmax_rows(z, m, fan_out)
+                 h_prev, <int> fan_in, W, <int> fan_out, <floating> 0.0, z, <int> fan_out)
+        keep_z = zs + net.act_off[l] if zs != NULL else NULL
+        if l < L - 1 and not (l == 0 and net.sparse):
+            # hidden layer: bias and activation in one pass (z kept first if asked)
+            bias_activate(net.hidden[l], z, b, m, fan_out, keep_z)
         else:
-            activate(net.output, z, m * fan_out)
+            if not (l == 0 and net.sparse):  # (a sparse first layer has its bias)
+                add_rows(z, b, m, fan_out)
+            if keep_z != NULL:
+                memcpy(keep_z, z, m * fan_out * sizeof(floating))
+            if l < L - 1:
+                activate(net.hidden[l], z, m * fan_out)
+            elif net.output == SOFTMAX:
+                softmax_rows(z, m, fan_out)
+            else:
+                activate(net.output, z, m * fan_out)
+        if l < L - 1 and masks != NULL and net.keep[l] < 1:
+            dropout(z, masks + net.act_off[l], m * fan_out, net.keep[l], net.rng)
 
 
 # ---------------------------------------------------------------------------
@@ -1154,12 +1162,9 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 h_j = p_j + blk.h
                 z_j = h_j + 2 * blk.rows
                 part = p_j + blk.part + parity * blk.part_len
-                fill_rows(h_j, p_j + blk.n_w, m, Hj)
                 gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0, x_rows,
-                     <int> d, p_j, <int> Hj, <floating> 1.0, h_j, <int> Hj)
-                if with_z:
-                    memcpy(z_j, h_j, m * Hj * sizeof(floating))
-                activate(act, h_j, m * Hj)
+                     <int> d, p_j, <int> Hj, <floating> 0.0, h_j, <int> Hj)
+                bias_activate(act, h_j, p_j + blk.n_w, m, Hj, z_j if with_z else NULL)
                 gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
                      <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
                 # the L2 term reads the weights this batch steps from

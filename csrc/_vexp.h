@@ -220,10 +220,59 @@ PB_CLONES static void pb_colsum_add##SUFFIX(const T* a, Py_ssize_t rows,        
         for (Py_ssize_t c = 0; c < cols; c++) out[c] += a[r * cols + c];                \
 }                                                                                       \
 PB_CLONES static void pb_add_inplace##SUFFIX(T* out, const T* a, Py_ssize_t n)          \
-{ for (Py_ssize_t i = 0; i < n; i++) out[i] += a[i]; }
+{ for (Py_ssize_t i = 0; i < n; i++) out[i] += a[i]; }                                  \
+PB_CLONES static void pb_add_rows##SUFFIX(T* z, const T* b, Py_ssize_t rows,            \
+                                          Py_ssize_t cols)                              \
+{                                                                                       \
+    for (Py_ssize_t r = 0; r < rows; r++)                                               \
+        for (Py_ssize_t c = 0; c < cols; c++) z[r * cols + c] += b[c];                  \
+}                                                                                       \
+PB_CLONES static void pb_bias_relu##SUFFIX(T* z, const T* b, Py_ssize_t rows,           \
+                                           Py_ssize_t cols)                             \
+{                                                                                       \
+    for (Py_ssize_t r = 0; r < rows; r++)                                               \
+        for (Py_ssize_t c = 0; c < cols; c++) {                                         \
+            T x = z[r * cols + c] + b[c];                                               \
+            z[r * cols + c] = x < 0 ? (T)0 : x;                                         \
+        }                                                                               \
+}
 
 PB_DEFINE_SIMPLE(double, )
 PB_DEFINE_SIMPLE(float, f)
+
+/* z := f(z + b) row by row (b broadcast over the rows), one pass instead of a bias
+ * fill before the product and an activation pass after it. */
+PB_CLONES static void pb_bias_tanh(double* z, const double* b, Py_ssize_t rows,
+                                   Py_ssize_t cols)
+{
+    for (Py_ssize_t r = 0; r < rows; r++)
+        for (Py_ssize_t c = 0; c < cols; c++)
+            z[r * cols + c] = pb_tanh(z[r * cols + c] + b[c]);
+}
+
+PB_CLONES static void pb_bias_tanhf(float* z, const float* b, Py_ssize_t rows,
+                                    Py_ssize_t cols)
+{
+    for (Py_ssize_t r = 0; r < rows; r++)
+        for (Py_ssize_t c = 0; c < cols; c++)
+            z[r * cols + c] = pb_tanhf(z[r * cols + c] + b[c]);
+}
+
+PB_CLONES static void pb_bias_sigmoid(double* z, const double* b, Py_ssize_t rows,
+                                      Py_ssize_t cols)
+{
+    for (Py_ssize_t r = 0; r < rows; r++)
+        for (Py_ssize_t c = 0; c < cols; c++)
+            z[r * cols + c] = 1.0 / (1.0 + pb_exp(-(z[r * cols + c] + b[c])));
+}
+
+PB_CLONES static void pb_bias_sigmoidf(float* z, const float* b, Py_ssize_t rows,
+                                       Py_ssize_t cols)
+{
+    for (Py_ssize_t r = 0; r < rows; r++)
+        for (Py_ssize_t c = 0; c < cols; c++)
+            z[r * cols + c] = 1.0f / (1.0f + pb_expf(-(z[r * cols + c] + b[c])));
+}
 
 PB_CLONES static void pb_exp_inplace(double* z, Py_ssize_t n)
 { for (Py_ssize_t i = 0; i < n; i++) z[i] = pb_exp(z[i]); }
