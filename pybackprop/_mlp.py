@@ -359,7 +359,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
                     "The network's layer sizes %s do not match the fitted model's %s: "
                     "hidden_layer_sizes, n_features and n_outputs must stay the same "
                     "with warm_start=True or partial_fit."
-                    % (layer_units, list(self._layout.units))
+                    % ([int(u) for u in layer_units], [int(u) for u in self._layout.units])
                 )
             # work on a copy, so that an error midway leaves the fitted weights intact;
             # a fit that succeeds writes its result back into the arrays the caller
@@ -1072,7 +1072,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         weight of 2 and a repeated row stay the same thing."""
         if self.class_weight is None:
             return sample_weight
-        if self._label_binarizer.y_type_ == "multilabel-indicator":
+        multilabel = self._label_binarizer.y_type_ == "multilabel-indicator"
+        if multilabel:
             columns = [y[:, j].astype(int) for j in range(y.shape[1])]
             per_column = self.class_weight
             if not isinstance(per_column, list):
@@ -1097,6 +1098,13 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                 values = np.zeros(len(present))
                 values[np.searchsorted(present, counted)] = balanced
             elif isinstance(class_weight, dict):
+                # a key that is no class is a typo, as scikit-learn's
+                # compute_class_weight says
+                allowed = [0, 1] if multilabel else self.classes_.tolist()
+                unknown = [c for c in class_weight if c not in allowed]
+                if unknown:
+                    raise ValueError(f"class_weight has keys that are not classes: {unknown}; "
+                                     f"the classes are {allowed}.")
                 values = np.array([class_weight.get(c, 1.0) for c in present], dtype=float)
             else:
                 raise ValueError("class_weight must be 'balanced', a dict, or (multilabel) "

@@ -1,6 +1,7 @@
 """What pybackprop adds to scikit-learn's MLP: class_weight, validation loss and scoring,
 more activations (per layer), dropout, callbacks; all of it under check_estimator."""
 
+import re
 import warnings
 
 import numpy as np
@@ -76,6 +77,24 @@ def test_class_weight_binary_and_multilabel(digits):
     a = MLPClassifier(max_iter=4, random_state=0, class_weight="balanced").fit(X, Y)
     b = MLPClassifier(max_iter=4, random_state=0).fit(X, Y, sample_weight=compute_sample_weight("balanced", Y))
     assert_same_weights(a, b)
+
+
+@pytest.mark.parametrize("target, class_weight, bad", [
+    ("multiclass", {0: 2.0, 11: 3.0}, "[11]"),
+    ("binary", {"big": 2.0, "bigg": 3.0}, "['bigg']"),
+    ("multilabel", [{0: 1.0, 2: 2.0}, {1: 2.0}], "[2]"),
+])
+def test_class_weight_keys_that_are_no_class_raise(digits, target, class_weight, bad):
+    """A typo in a class_weight key is an error, as in scikit-learn's
+    compute_class_weight, not a weight silently left out."""
+    X, y = digits
+    if target == "binary":
+        y = np.where(y > 6, "big", "small")
+    elif target == "multilabel":
+        y = np.stack([y > 4, y % 2 == 0], axis=1).astype(int)
+    est = MLPClassifier(max_iter=2, random_state=0, class_weight=class_weight)
+    with pytest.raises(ValueError, match="not classes: " + re.escape(bad)):
+        est.fit(X, y)
 
 
 def test_balanced_class_weight_with_partial_fit_counts_the_batch(digits):
