@@ -631,13 +631,16 @@ cdef inline void epoch_begins(EpochLoop* loop, double* total, int tid,
 
 
 cdef inline bint epoch_over(EpochLoop* loop, intp e, double* total, bint cut_short,
-                            int tid, int T) noexcept nogil:
+                            bint interrupted, int tid, int T) noexcept nogil:
     """Every thread, after its share of epoch e: True when no epoch follows (thread 0
-    decides, once all are done)."""
+    decides, once all are done). ``interrupted``: Ctrl-C was seen, in this epoch or
+    at its very end; a whole epoch is recorded, and none follows."""
     if T > 1:
         pb_barrier()
     if tid == 0:
         epoch_ends(loop, e, total[0], cut_short)
+        if interrupted:
+            loop.leave = 1
     if T > 1:
         pb_barrier()
     return loop.leave
@@ -775,7 +778,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                 break
             parity = 1 - parity
             start += batch_size
-        if epoch_over(loop, e, total, cut_short, tid, T):
+        if epoch_over(loop, e, total, cut_short, stop[0], tid, T):
             break
     if tid == 0:
         t[0] = steps
@@ -1236,7 +1239,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 stop[1 - parity] = 1
             parity = 1 - parity
             start += batch_size
-        if epoch_over(loop, e, total, cut_short, tid, T):
+        if epoch_over(loop, e, total, cut_short, stop[0] or stop[1], tid, T):
             break
 
     # back into the flat layout

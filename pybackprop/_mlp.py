@@ -362,12 +362,15 @@ class BaseMultilayerPerceptron(BaseEstimator):
                     % ([int(u) for u in layer_units], [int(u) for u in self._layout.units])
                 )
             # work on a copy, so that an error midway leaves the fitted weights intact;
-            # a fit that succeeds writes its result back into the arrays the caller
-            # holds (coefs_ and intercepts_ stay the same objects, as scikit-learn's do)
+            # a fit that succeeds writes its result back into the buffer and the views
+            # it replaces (coefs_ and intercepts_ stay the same objects, as
+            # scikit-learn's do; arrays the caller assigned were repacked by _params)
             kept = (params, self.coefs_, self.intercepts_, self._views)
             self._set_params_buffer(params.copy())
             if hasattr(self, "_optimizer"):
-                self._optimizer = self._optimizer.copy_for(params)
+                # partial_fit steps on with this state; a warm-started fit makes a new one
+                self._optimizer = (self._optimizer.copy_for(params) if incremental
+                                   else self._optimizer.copy())
             if getattr(self, "_best_params", params).shape != params.shape:
                 # weights replaced by a network of another shape: no earlier best
                 self._best_params = params.copy()
@@ -395,7 +398,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 f"Solver produced non-finite parameter weights or loss (loss_={self.loss_})."
                 " The input data may contain large values and need to be preprocessed."
             )
-        if kept is not None:
+        if kept is not None and kept[0].flags.writeable:
+            # (a model loaded memory-mapped read-only keeps the new arrays)
             params, self.coefs_, self.intercepts_, self._views = kept
             params[:] = self._flat_params
             self._flat_params = params
@@ -548,18 +552,19 @@ class BaseMultilayerPerceptron(BaseEstimator):
             replayed = 0
             for _ in range(self.max_iter):
                 if one_call:
-                    if run is None or (replayed == run.done == len(run.totals)):
+                    if run is not None and replayed == run.done:
+                        # the call's epochs are replayed, and the stopping rule did not
+                        # end the fit: Ctrl-C, or the next call
+                        self._raise_if_cut(run, interrupted)
+                        run = None
+                    if run is None:
                         run, interrupted = self._run_epochs(
                             backend, optimizer, params, random_state, sample_idx, n_train,
                             batch_size, min(self._EPOCHS_PER_CALL,
                                             self.max_iter - self.n_iter_))
                         replayed = 0
-                    if replayed == run.done:
-                        # the kernel stopped here, and the stopping rule did not
-                        if interrupted is None:
-                            raise RuntimeError("the epochs run and the stopping rule "
-                                               "disagree")
-                        raise interrupted
+                        if run.done == 0:
+                            self._raise_if_cut(run, interrupted)
                     total = float(run.totals[replayed])
                     replayed += 1
                 elif self.shuffle:
@@ -609,6 +614,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
                         "optimization hasn't converged yet." % self.max_iter,
                         ConvergenceWarning,
                     )
+            if interrupted is not None:
+                # Ctrl-C as the last epoch ended
+                raise interrupted
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
 
@@ -630,6 +638,16 @@ class BaseMultilayerPerceptron(BaseEstimator):
         return not self.shuffle or (
             random_state.get_state(legacy=False).get("bit_generator") == "MT19937"
             and n_train < 2**32)
+
+    @staticmethod
+    def _raise_if_cut(run, interrupted):
+        """After the epochs of ``run`` were replayed without the stopping rule ending
+        the fit: raise the KeyboardInterrupt that ended the call; a call that stopped
+        short without one means the kernel's rule and the replay disagree."""
+        if interrupted is not None:
+            raise interrupted
+        if run.done < len(run.totals):
+            raise RuntimeError("the epochs run and the stopping rule disagree")
 
     def _run_epochs(self, backend, optimizer, params, random_state, sample_idx, n_train,
                     batch_size, n_epochs):
@@ -700,11 +718,13 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 self.best_validation_score_ = score
                 self._best_params = self._flat_params.copy()
         else:
-            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+            # in double arithmetic, whatever the types of tol and best_loss_ (a
+            # float32 would round the comparison; the kernels' rule runs in double)
+            if self.loss_curve_[-1] > float(self.best_loss_) - float(self.tol):
                 self._no_improvement_count += 1
             else:
                 self._no_improvement_count = 0
-            if self.loss_curve_[-1] < self.best_loss_:
+            if self.loss_curve_[-1] < float(self.best_loss_):
                 self.best_loss_ = self.loss_curve_[-1]
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -772,8 +792,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 # an overflow to float32's infinity is reported below, by name
                 warnings.simplefilter("ignore", RuntimeWarning)
                 X = X.astype(params.dtype)
-            if not plain and X.dtype == np.float32 and not np.isfinite(
-                    X.data if sp.issparse(X) else X).all():
+            if not plain and X.dtype == np.float32 and not get_config()["assume_finite"] \
+                    and not np.isfinite(X.data if sp.issparse(X) else X).all():
                 # X was validated finite: the cast overflowed
                 raise _overflow_error(X.dtype)
         out = _backend.predict(self._net(), X, params, self.backend, check_finite=plain)

@@ -77,6 +77,11 @@ def test_resized_network_keeps_training_only_with_a_matching_optimizer_state(sol
                                          "values, but coefs_ and intercepts_ now hold 73"):
         est.partial_fit(X, y)
     assert_array_equal(est.predict(X), before)
+    # a warm-started fit starts a new optimizer state: it trains the resized network
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.set_params(warm_start=True).fit(X, y)
+    assert est.coefs_[0].shape == (4, 12) and est._optimizer.buffers[0].size == 73
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -238,3 +238,61 @@ def test_adam_learning_rate_is_the_last_steps_size():
     assert ours._optimizer.learning_rate == pytest.approx(ref._optimizer.learning_rate,
                                                           rel=1e-12)
     assert ours._optimizer.learning_rate != ours.learning_rate_init
+
+
+def test_rule_in_double_whatever_the_types_of_tol_and_best_loss():
+    """A float32 best_loss_ (as from_sklearn copies it from a float32 model) or tol
+    must not round the stopping rule: the kernel's rule runs in double, and so does
+    the replay. Here double and float32 decide loss > best - tol differently."""
+    import copy
+
+    Xr = rng.randn(100, 5)
+    yr = Xr[:, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        base = MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0,
+                            warm_start=True, n_iter_no_change=1, tol=1e-4).fit(Xr, yr)
+        probe = copy.deepcopy(base).set_params(max_iter=1, n_iter_no_change=10**6)
+        first = probe.fit(Xr, yr).loss_curve_[-1]
+    best = np.float32(first + 0.01)
+    # a tol at which double and float32 (numpy 2's arithmetic with a float32 operand)
+    # decide loss > best - tol differently: float32's spacing here is about 6e-8
+    tol = next(t for t in (float(best) - first + 1e-9 * k for k in range(-100, 100))
+               if (first > float(best) - t) != bool(first > best - t))
+    counts = first > float(best) - tol
+    runs = []
+    for callbacks in (None, lambda est, info: False):  # one call; one call per epoch
+        est = copy.deepcopy(base)
+        est.best_loss_, est._no_improvement_count = best, 1
+        est.set_params(max_iter=3, callbacks=callbacks, tol=tol)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(Xr, yr)
+        runs.append((est.n_iter_, est.loss_curve_[-est.n_iter_:], est._optimizer.t))
+    assert runs[0] == runs[1]
+    # counted: 2 epochs without improvement > n_iter_no_change, the fit stops at once
+    assert runs[0][0] == (1 if counts else 3)
+
+
+def test_interrupt_as_a_call_returns_is_not_lost(monkeypatch):
+    """A KeyboardInterrupt raised as the kernel call hands back (the signal came in
+    its last milliseconds) ends the fit after the epochs it ran."""
+    from pybackprop._optim import AdamState
+
+    steps_taken = AdamState.steps_taken
+    fired = []
+
+    def interrupted_on_return(self, t):
+        steps_taken(self, t)
+        if not fired:
+            fired.append(t)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(AdamState, "steps_taken", interrupted_on_return)
+    monkeypatch.setattr(BaseMultilayerPerceptron, "_EPOCHS_PER_CALL", 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = MLPRegressor(hidden_layer_sizes=(8,), max_iter=50, tol=0,
+                           n_iter_no_change=10**6, random_state=0).fit(X, y_reg)
+    assert est.n_iter_ == 4 and len(est.loss_curve_) == 4
+    assert "Training interrupted by user." in [str(w.message) for w in caught]

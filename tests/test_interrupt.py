@@ -125,3 +125,40 @@ def test_interrupted_adam_state_matches_the_steps_taken(hidden, batch, monkeypat
     # replay exactly `steps` single-row Adam steps with the NumPy reference
     replay = MLPClassifier(**params, backend="numpy").fit(X[:steps * batch], y[:steps * batch])
     assert_allclose(est._flat_params, replay._flat_params, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("blocks, hidden", [(1, (16, 8)), (2, (16, 8)), (2, (16,))])
+def test_ctrl_c_ends_a_fit_of_one_batch_epochs(blocks, hidden, monkeypatch):
+    """Epochs of a single batch, many to a kernel call: Ctrl-C still ends the fit
+    (a stop seen on an epoch's last batch ends the call, the epoch counted)."""
+    from pybackprop import MLPRegressor, _threads
+
+    monkeypatch.setattr(_threads, "FORCE_BLOCKS", blocks)
+    rng = np.random.RandomState(0)
+    X = rng.randn(300, 40)
+    y = rng.randn(300)
+    est = MLPRegressor(hidden_layer_sizes=hidden, max_iter=10**6, tol=0,
+                       n_iter_no_change=np.inf, batch_size=300, random_state=0)
+    state = {"in_fit": True}
+
+    def on_sigint(signum, frame):
+        if state["in_fit"]:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            timer.start()
+            start = time.monotonic()
+            est.fit(X, y)
+            took = time.monotonic() - start
+    finally:
+        state["in_fit"] = False
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert "Training interrupted by user." in [str(w.message) for w in caught]
+    assert took < 5 and 1 <= est.n_iter_ < 10**6
+    assert len(est.loss_curve_) == est.n_iter_
+
