@@ -254,8 +254,9 @@ cdef inline void multiply_derivative(int kind, const floating* h, const floating
 
 cdef inline void bias_activate(int kind, floating* z, const floating* b, Py_ssize_t rows,
                                Py_ssize_t cols, floating* keep_z) noexcept nogil:
-    """z := f(z + b) over a (rows, cols) block, b broadcast over the rows; keep_z (not
-    NULL) gets z + b first. relu, tanh and the logistic add the bias in their own pass."""
+    """z := f(z + b) over a (rows, cols) block, b broadcast over the rows, f any
+    activation or softmax (row by row); keep_z (not NULL) gets z + b first. relu, tanh
+    and the logistic add the bias in their own pass."""
     if keep_z == NULL and (kind == RELU or kind == TANH or kind == LOGISTIC):
         if kind == RELU:
             if floating is float:
@@ -275,7 +276,10 @@ cdef inline void bias_activate(int kind, floating* z, const floating* b, Py_ssiz
     add_rows(z, b, rows, cols)
     if keep_z != NULL:
         memcpy(keep_z, z, rows * cols * sizeof(floating))
-    activate(kind, z, rows * cols)
+    if kind == SOFTMAX:
+        softmax_rows(z, rows, cols)
+    else:
+        activate(kind, z, rows * cols)
 
 
 cdef inline void add_rows(floating* z, const floating* b, Py_ssize_t rows,

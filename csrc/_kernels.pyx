@@ -35,7 +35,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from _blas cimport gemm, axpy, sum_of_squares
 from _activations cimport (activate, softmax_rows, multiply_derivative, needs_z,
-                           fill_rows, add_rows, bias_activate, colsum_add, add_inplace,
+                           fill_rows, bias_activate, colsum_add, add_inplace,
                            IDENTITY, LOGISTIC, TANH, RELU, EXP, SOFTMAX)
 
 ctypedef Py_ssize_t intp
@@ -303,7 +303,6 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
     cdef const floating* b
     cdef floating* z
     cdef floating* z_row
-    cdef floating* keep_z
 
     for l in range(L):
         fan_in = net.units[l]
@@ -312,10 +311,9 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
         b = params + net.inter_off[l]
         z = out if l == L - 1 else acts + net.act_off[l]
         if l == 0 and net.sparse:
-            # Z = bias row, broadcast; the row products add onto it
-            # Z += X[rows] @ W_1, reading each CSR row where it lies; the rows of W_1
+            # Z = X[rows] @ W_1, reading each CSR row where it lies; the rows of W_1
             # that the row's nonzeros pick lie anywhere: ask for them a few ahead
-            fill_rows(z, b, m, fan_out)
+            memset(z, 0, m * fan_out * sizeof(floating))
             for i in range(m):
                 r = row_of(tg, i)
                 z_row = z + i * fan_out
@@ -334,24 +332,12 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                     h_prev = xbuf
             else:
                 h_prev = acts + net.act_off[l - 1]
-            # Z = H_prev @ W; the bias is added with the activation below
+            # Z = H_prev @ W
             gemm(False, False, <int> m, <int> fan_out, <int> fan_in, <floating> 1.0,
                  h_prev, <int> fan_in, W, <int> fan_out, <floating> 0.0, z, <int> fan_out)
-        keep_z = zs + net.act_off[l] if zs != NULL else NULL
-        if l < L - 1 and not (l == 0 and net.sparse):
-            # hidden layer: bias and activation in one pass (z kept first if asked)
-            bias_activate(net.hidden[l], z, b, m, fan_out, keep_z)
-        else:
-            if not (l == 0 and net.sparse):  # (a sparse first layer has its bias)
-                add_rows(z, b, m, fan_out)
-            if keep_z != NULL:
-                memcpy(keep_z, z, m * fan_out * sizeof(floating))
-            if l < L - 1:
-                activate(net.hidden[l], z, m * fan_out)
-            elif net.output == SOFTMAX:
-                softmax_rows(z, m, fan_out)
-            else:
-                activate(net.output, z, m * fan_out)
+        # the bias, added in the activation's pass (z kept first when asked)
+        bias_activate(net.hidden[l] if l < L - 1 else net.output, z, b, m, fan_out,
+                      zs + net.act_off[l] if zs != NULL else NULL)
         if l < L - 1 and masks != NULL and net.keep[l] < 1:
             dropout(z, masks + net.act_off[l], m * fan_out, net.keep[l], net.rng)
 
