@@ -567,17 +567,17 @@ class BaseMultilayerPerceptron(BaseEstimator):
                             self._raise_if_cut(run, interrupted)
                     total = float(run.totals[replayed])
                     replayed += 1
-                elif self.shuffle:
-                    # the draws and the order of sklearn.utils.shuffle(sample_idx,
-                    # random_state=...), which shuffles an arange and indexes with it:
-                    # the same swaps made on sample_idx itself, in place
-                    random_state.shuffle(sample_idx)
-                    rows = sample_idx if train_idx is None else train_idx[sample_idx]
                 else:
-                    rows = train_idx
-                # dropout's stream is seeded from random_state each epoch; without
-                # dropout no draw is taken, so the stream stays scikit-learn's
-                if not one_call:
+                    if self.shuffle:
+                        # the draws and the order of sklearn.utils.shuffle(sample_idx,
+                        # random_state=...), which shuffles an arange and indexes with
+                        # it: the same swaps made on sample_idx itself, in place
+                        random_state.shuffle(sample_idx)
+                        rows = sample_idx if train_idx is None else train_idx[sample_idx]
+                    else:
+                        rows = train_idx
+                    # dropout's stream is seeded from random_state each epoch; without
+                    # dropout no draw is taken, so the stream stays scikit-learn's
                     seed = (int(random_state.randint(np.iinfo(np.int64).max)) if dropout
                             else 0)
                     total = backend.run_epoch(params, rows, n_train, batch_size, optimizer,
