@@ -47,8 +47,10 @@ cdef extern from "_vexp.h" nogil:
     void pb_sigmoid_gradf(const float* h, float* d, Py_ssize_t n)
     void pb_fill_rows(double* z, const double* b, Py_ssize_t rows, Py_ssize_t cols)
     void pb_fill_rowsf(float* z, const float* b, Py_ssize_t rows, Py_ssize_t cols)
-    void pb_colsum_add(const double* a, Py_ssize_t rows, Py_ssize_t cols, double* out)
-    void pb_colsum_addf(const float* a, Py_ssize_t rows, Py_ssize_t cols, float* out)
+    void pb_colsum_add(const double* a, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                       double* out)
+    void pb_colsum_addf(const float* a, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                        float* out)
     void pb_add_inplace(double* out, const double* a, Py_ssize_t n)
     void pb_add_inplacef(float* out, const float* a, Py_ssize_t n)
     void pb_add_rows(double* z, const double* b, Py_ssize_t rows, Py_ssize_t cols)
@@ -303,10 +305,17 @@ cdef inline void fill_rows(floating* z, const floating* b, Py_ssize_t rows,
 cdef inline void colsum_add(const floating* a, Py_ssize_t rows, Py_ssize_t cols,
                             floating* out) noexcept nogil:
     """out += the column sums of the (rows, cols) block a, added row after row."""
+    colsum_add_ld(a, rows, cols, cols, out)
+
+
+cdef inline void colsum_add_ld(const floating* a, Py_ssize_t rows, Py_ssize_t cols,
+                               Py_ssize_t ld, floating* out) noexcept nogil:
+    """out += the column sums of ``cols`` columns of ``rows`` rows, ``ld`` apart,
+    from a."""
     if floating is float:
-        pb_colsum_addf(a, rows, cols, out)
+        pb_colsum_addf(a, rows, cols, ld, out)
     else:
-        pb_colsum_add(a, rows, cols, out)
+        pb_colsum_add(a, rows, cols, ld, out)
 
 
 cdef inline void add_inplace(floating* out, const floating* a, Py_ssize_t n) noexcept nogil:

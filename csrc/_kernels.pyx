@@ -35,7 +35,8 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from _blas cimport gemm, axpy, sum_of_squares
 from _activations cimport (activate, softmax_rows, multiply_derivative, needs_z,
-                           fill_rows, bias_activate, colsum_add, add_inplace,
+                           fill_rows, bias_activate, colsum_add, colsum_add_ld,
+                           add_inplace,
                            IDENTITY, LOGISTIC, TANH, RELU, EXP, SOFTMAX)
 
 ctypedef Py_ssize_t intp
@@ -144,11 +145,12 @@ cdef inline double seconds() noexcept nogil:
 # costs more than the batch
 cdef double SIGNAL_INTERVAL = 0.005
 
-# slices of the flat parameter vector per block of a batch, dealt round-robin to the
-# threads for the optimizer step: the gradient a thread reads from the other core's
-# cache is hotter in some parts of the vector than in others (the layer computed last),
-# and 2 slices (one per thread, on 2 cores) left one thread stepping for 41 ms of an
-# mnist-shape epoch while the other took 23 ms; 16 slices: 26-34 ms each
+# with block gradients (see _epoch_share), slices of the flat parameter vector per
+# block of a batch, dealt round-robin to the threads for the summing and the step: the
+# gradient a thread reads from the other core's cache is hotter in some parts of the
+# vector than in others (the layer computed last), and 2 slices (one per thread, on 2
+# cores) left one thread stepping for 41 ms of an mnist-shape epoch while the other
+# took 23 ms; 16 slices: 26-34 ms each
 cdef int SLICES_PER_BLOCK = 8
 
 # a sparse first layer reads (and, backward, writes) one row of W_1 per nonzero, rows
@@ -424,6 +426,19 @@ cdef double output_loss(const Net* net, const Targets* tg, intp m,
 # backward
 
 
+cdef inline const floating* layer_input(const Net* net, const floating* X,
+                                        const Targets* tg, const floating* acts,
+                                        const floating* xbuf, intp l) noexcept nogil:
+    """H_{l-1}, what layer l of a batch multiplies: the previous layer's activations,
+    or for l = 0 the batch's rows of dense X (where they lie when the rows are not
+    shuffled, else as forward gathered them into ``xbuf``)."""
+    if l > 0:
+        return acts + net.act_off[l - 1]
+    if tg.rows == NULL:
+        return X + tg.start * net.units[0]
+    return xbuf
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
@@ -434,7 +449,8 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
     is there when ``accumulate``); dz_L must already be in its deltas block. ``zs``
     holds z where an activation's derivative needs it; ``masks`` the dropout scales
     of a training batch (or NULL). When ``dhs`` is not NULL, each hidden layer's dh
-    (before ⊙ f') is kept there."""
+    (before ⊙ f') is kept there. With ``grads`` NULL, only the deltas: dz of every
+    layer, for block_step to turn into the weights' gradients."""
     cdef intp L = net.n_layers, d = net.units[0]
     cdef intp l, i, p, r, end, fan_in, fan_out, n
     cdef floating beta = 1.0 if accumulate else 0.0
@@ -452,10 +468,11 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
         fan_in = net.units[l]
         fan_out = net.units[l + 1]
         dz = deltas + net.act_off[l]
-        dW = grads + net.coef_off[l]
-        db = grads + net.inter_off[l]
-        if l == 0 and net.sparse:
+        if grads == NULL:
+            pass    # the deltas only
+        elif l == 0 and net.sparse:
             # dW_1 (+)= X[rows]^T @ dz_1, scattered from the CSR rows
+            dW = grads + net.coef_off[l]
             if not accumulate:
                 memset(dW, 0, fan_in * fan_out * sizeof(floating))
             for i in range(m):
@@ -466,18 +483,16 @@ cdef void backward(const Net* net, const floating* X, const Targets* tg, intp m,
                     prefetch_ahead(dW, net, p, end, fan_out, 1)
                     axpy(<int> fan_out, X[p], dz_row, dW + net.indices[p] * fan_out)
         else:
-            if l > 0:
-                h_prev = acts + net.act_off[l - 1]
-            elif tg.rows == NULL:
-                h_prev = X + tg.start * d
-            else:
-                h_prev = xbuf
+            h_prev = layer_input(net, X, tg, acts, xbuf, l)
             # dW (+)= H_prev^T @ dz
+            dW = grads + net.coef_off[l]
             gemm(True, False, <int> fan_in, <int> fan_out, <int> m, <floating> 1.0,
                  h_prev, <int> fan_in, dz, <int> fan_out, beta, dW, <int> fan_out)
-        if not accumulate:
-            memset(db, 0, fan_out * sizeof(floating))
-        colsum_add(dz, m, fan_out, db)
+        if grads != NULL:
+            db = grads + net.inter_off[l]
+            if not accumulate:
+                memset(db, 0, fan_out * sizeof(floating))
+            colsum_add(dz, m, fan_out, db)
         if l > 0:
             # dh_{l-1} = dz_l @ W_l^T, written over dz_{l-1}'s block, then ⊙ f'
             gemm(False, True, <int> m, <int> fan_in, <int> fan_out, <floating> 1.0,
@@ -579,6 +594,76 @@ cdef inline void step_slice(const Net* net, floating* params, const floating* gr
                    solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
 
 
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void block_step(const Net* net, const floating* X, const Targets* tg, intp m,
+                     floating* params, const floating* acts, const floating* deltas,
+                     const floating* xbuf, floating* grads, int blk, int B,
+                     double sw_sum, int solver, floating* state_1, floating* state_2,
+                     double lr, double momentum, bint nesterov, double beta_1,
+                     double beta_2, double epsilon, double* sq) noexcept nogil:
+    """Block blk of B's part of a batch's step, once every block's deltas are in
+    (backward with grads NULL): for each layer l, rows [fan_in blk / B, fan_in
+    (blk+1) / B) of W_l get their gradient over all m rows of the batch, dW = H_{l-1}^T
+    dz_l (one product), and are stepped while it is still in cache; entries
+    [fan_out blk / B, fan_out (blk+1) / B) of b_l likewise. The rows of W_l are one
+    stretch of the flat buffers, so each block writes only its own part of ``grads``.
+    Σ w² of the block's weights, before the step, goes to ``sq``."""
+    cdef intp L = net.n_layers, d = net.units[0]
+    cdef intp l, lo, hi, c0, c1, i, p, r, c, end, fan_in, fan_out, off
+    cdef double part
+    cdef const floating* h_prev
+    cdef const floating* dz
+    cdef const floating* dz_row
+    cdef floating* W0 = grads + net.coef_off[0]
+    sq[0] = 0
+    for l in range(L):
+        fan_in = net.units[l]
+        fan_out = net.units[l + 1]
+        dz = deltas + net.act_off[l]
+        lo = fan_in * blk // B
+        hi = fan_in * (blk + 1) // B
+        off = net.coef_off[l] + lo * fan_out
+        if hi > lo:
+            if l == 0 and net.sparse:
+                # the nonzeros of the batch's CSR rows in columns [lo, hi), scattered
+                memset(W0 + lo * fan_out, 0, (hi - lo) * fan_out * sizeof(floating))
+                for i in range(m):
+                    r = row_of(tg, i)
+                    dz_row = dz + i * fan_out
+                    end = net.indptr[r + 1]
+                    for p in range(net.indptr[r], end):
+                        # (rows of the other blocks are not asked for: they are being
+                        # written by other threads)
+                        if p + PREFETCH_AHEAD < end:
+                            c = net.indices[p + PREFETCH_AHEAD]
+                            if lo <= c < hi:
+                                prefetch_span(W0 + c * fan_out, fan_out * sizeof(floating), 1)
+                        c = net.indices[p]
+                        if lo <= c < hi:
+                            axpy(<int> fan_out, X[p], dz_row, W0 + c * fan_out)
+            else:
+                h_prev = layer_input(net, X, tg, acts, xbuf, l)
+                # columns [lo, hi) of H_prev, transposed, times dz
+                gemm(True, False, <int> (hi - lo), <int> fan_out, <int> m, <floating> 1.0,
+                     h_prev + lo, <int> fan_in, dz, <int> fan_out, <floating> 0.0,
+                     grads + off, <int> fan_out)
+            step_range(params + off, grads + off, <const floating*> NULL, state_1 + off,
+                       state_2 + off if state_2 != NULL else NULL, (hi - lo) * fan_out,
+                       net.alpha, sw_sum, solver, lr, momentum, nesterov, beta_1, beta_2,
+                       epsilon, &part)
+            sq[0] += part
+        c0 = fan_out * blk // B
+        c1 = fan_out * (blk + 1) // B
+        if c1 > c0:
+            off = net.inter_off[l] + c0
+            memset(grads + off, 0, (c1 - c0) * sizeof(floating))
+            colsum_add_ld(dz + c0, m, c1 - c0, fan_out, grads + off)
+            step_range(params + off, grads + off, <const floating*> NULL, state_1 + off,
+                       state_2 + off if state_2 != NULL else NULL, c1 - c0, 0.0, sw_sum,
+                       solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
+
+
 # ---------------------------------------------------------------------------
 # entry points (GIL held only to check arguments and for Ctrl-C)
 
@@ -662,35 +747,48 @@ cdef inline void epoch_ends(EpochLoop* loop, intp e, double total, bint cut_shor
 cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                        const floating* sw, const Targets* tg_all, intp n_rows,
                        intp batch_size, int n_blocks, floating* params,
-                       floating* grads_all, floating* acts, floating* deltas,
+                       floating* grads, floating* acts, floating* deltas,
                        floating* xbuf, floating* zs, floating* masks, intp n_params,
                        int solver, floating* state_1, floating* state_2, double lr,
                        double momentum, bint nesterov, double beta_1, double beta_2,
                        double epsilon, intp* t, intp* off_all, double* parts,
-                       double* total, int* stop, EpochLoop* loop) noexcept nogil:
+                       double* total, int* stop, EpochLoop* loop,
+                       bint block_grads) noexcept nogil:
     """One thread's share of ``loop``'s epochs; every thread of the team runs it.
 
     Each batch of m rows is cut into B = ``n_blocks`` blocks of rows, block j being
-    rows [m j / B, m (j+1) / B); forward, loss and backward run per block, into the
-    block's own gradient buffer (grads_all + j P) and the block's rows of the shared
-    workspaces. After a barrier, the flat parameter vector is cut into
-    S = SLICES_PER_BLOCK · B equal slices (one when B is 1); for each slice the B gradients are summed,
-    in block order, and the slice is stepped. A second barrier, and the next batch
-    reads the new parameters. Thread k of T takes blocks [B k / T, B (k+1) / T) and
-    slices k, k + T, k + 2T, ..., so the arithmetic depends on B only: any number of
-    threads gives the same bits.
+    rows [m j / B, m (j+1) / B); forward, loss and backward run per block, in the
+    block's rows of the shared workspaces. Then the gradient is made and stepped in
+    one of two ways (with one block they are the same):
+
+    * ``block_grads``: each block's backward fills the block's own gradient buffer
+      (``grads`` + j P). After a barrier, the flat parameter vector is cut into
+      S = SLICES_PER_BLOCK · B equal slices; for each, the B gradients are summed in
+      block order and the slice is stepped. A thread reads the other blocks'
+      gradients: P values each.
+    * otherwise backward leaves the deltas only, and after a barrier block j makes,
+      over the whole batch, the gradient of its share of every layer (block_step:
+      rows [fan_in j / B, fan_in (j+1) / B) of each W_l, one stretch of ``grads``)
+      and steps it while it is in cache. A thread reads the other blocks' rows of
+      the activations and deltas instead of P-value gradients, and no block holds a
+      gradient of its own: the way for parameters that outweigh a batch's
+      activations (wide or sparse inputs).
+
+    A second barrier, and the next batch reads the new parameters. Thread k of T
+    takes blocks [B k / T, B (k+1) / T) (and, with block gradients, slices k, k + T,
+    ...), so the arithmetic depends on B only: any number of threads gives the same
+    bits.
     Thread 0 adds up the batch loss and looks for Ctrl-C; ``stop`` tells the others."""
     cdef int tid = pb_thread_num(), T = pb_num_threads()
     cdef int first = n_blocks * tid // T, last = n_blocks * (tid + 1) // T
     cdef int blk, sl, parity = 0
+    cdef bint whole = block_grads or n_blocks == 1
     cdef int n_slices = SLICES_PER_BLOCK * n_blocks if n_blocks > 1 else 1
     cdef Net mine = net[0]
     cdef Targets tg = tg_all[0]
     cdef Targets batch = tg_all[0]
     cdef intp L = net.n_layers, d = net.units[0]
     cdef intp* off = off_all + tid * L
-    cdef floating* grads
-    cdef floating* g_other
     cdef floating* x_rows = NULL
     cdef intp start = 0, m, r0, rows, l, u, lo, hi, e, steps = t[0]
     cdef bint cut_short
@@ -712,10 +810,10 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
             for blk in range(first, last):
                 r0 = m * blk // n_blocks
                 rows = m * (blk + 1) // n_blocks - r0
-                grads = grads_all + blk * n_params
                 loss_parts[blk] = 0
                 if rows == 0:
-                    memset(grads, 0, n_params * sizeof(floating))
+                    if whole:
+                        memset(grads + blk * n_params, 0, n_params * sizeof(floating))
                     continue
                 for l in range(L):
                     off[l] = net.act_off[l] + r0 * net.units[l + 1]
@@ -725,27 +823,32 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                 forward(&mine, X, &tg, rows, params, acts, x_rows, acts + off[L - 1], zs, masks)
                 loss_parts[blk] = output_loss(&mine, &tg, rows, acts + off[L - 1], Y, sw,
                                               deltas + off[L - 1])
-                backward(&mine, X, &tg, rows, params, acts, deltas, x_rows, grads, False, zs,
-                         masks, NULL)
+                backward(&mine, X, &tg, rows, params, acts, deltas, x_rows,
+                         grads + blk * n_params if whole else NULL, False, zs, masks, NULL)
             if T > 1:
                 pb_barrier()
             batch.start = start
             sw_sum = batch_weight(sw, &batch, m)
             lr_t = step_size(solver, lr, beta_1, beta_2, &steps)
-            sl = tid
-            while sl < n_slices:
-                # slice sl of the gradient: ((g_0 + g_2) + g_3 ...) + g_1, the last sum
-                # fused into the step
-                lo = n_params * sl // n_slices
-                hi = n_params * (sl + 1) // n_slices
-                for u in range(2, n_blocks):
-                    g_other = grads_all + u * n_params
-                    add_inplace(grads_all + lo, g_other + lo, hi - lo)
-                step_slice(net, params, grads_all,
-                           grads_all + n_params if n_blocks > 1 else NULL, state_1, state_2,
-                           lo, hi, sw_sum, solver, lr_t, momentum, nesterov, beta_1, beta_2,
-                           epsilon, &sq_parts[sl])
-                sl += T
+            if whole:
+                sl = tid
+                while sl < n_slices:
+                    # slice sl of the gradient: ((g_0 + g_2) + g_3 ...) + g_1, the last
+                    # sum fused into the step
+                    lo = n_params * sl // n_slices
+                    hi = n_params * (sl + 1) // n_slices
+                    for u in range(2, n_blocks):
+                        add_inplace(grads + lo, grads + u * n_params + lo, hi - lo)
+                    step_slice(net, params, grads,
+                               grads + n_params if n_blocks > 1 else NULL, state_1,
+                               state_2, lo, hi, sw_sum, solver, lr_t, momentum, nesterov,
+                               beta_1, beta_2, epsilon, &sq_parts[sl])
+                    sl += T
+            else:
+                for blk in range(first, last):
+                    block_step(net, X, &batch, m, params, acts, deltas, xbuf, grads, blk,
+                               n_blocks, sw_sum, solver, state_1, state_2, lr_t, momentum,
+                               nesterov, beta_1, beta_2, epsilon, &sq_parts[blk])
             if tid == 0 and signal_due(&last_check):
                 stop[0] = 1
             if T > 1:
@@ -755,7 +858,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                 sq_sum = 0
                 for blk in range(n_blocks):
                     loss_sum += loss_parts[blk]
-                for sl in range(n_slices):
+                for sl in range(n_slices if whole else n_blocks):
                     sq_sum += sq_parts[sl]
                 total[0] += (loss_sum / sw_sum + 0.5 * net.alpha * sq_sum / sw_sum) * m
             if stop[0]:
@@ -784,7 +887,7 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
               int n_blocks=1, int n_threads=1, floating[::1] split_ws=None,
               intp n_epochs=1, double[::1] totals=None, unsigned int[::1] mt_key=None,
               intp[::1] mt_pos=None, double tol=0.0, double patience=0.0,
-              double[::1] epoch_state=None):
+              double[::1] epoch_state=None, bint block_grads=True):
     """One epoch of minibatch updates over ``rows`` (or rows 0..n_rows-1 when empty).
 
     ``zs`` (z of every layer) is needed when an activation's derivative reads z;
@@ -794,9 +897,12 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     batch_loss * batch_rows. Raises KeyboardInterrupt between batches on Ctrl-C, with
     the batches already done applied (and counted). Shapes are checked by the caller.
 
-    Each batch is cut into ``n_blocks`` blocks of rows, whose gradients are summed
-    (``grads`` holds n_blocks buffers, one after the other), and ``n_threads`` OpenMP
-    threads share the blocks; the result depends on n_blocks, not on n_threads.
+    Each batch is cut into ``n_blocks`` blocks of rows, and ``n_threads`` OpenMP
+    threads share the blocks; the result depends on n_blocks, not on n_threads. With
+    ``block_grads``, each block fills a gradient buffer of its own (``grads`` holds
+    n_blocks buffers, one after the other) and the buffers are summed; without, each
+    block makes and steps the gradient of its share of the parameters over the whole
+    batch, and ``grads`` needs the size of ``params`` only (see _epoch_share).
     Dropout (whose random stream runs through the batch in order) needs one block.
     With ``split_ws`` (not None, of length ``unit_split_size(...)``), a net with one
     hidden layer and dense X is cut by hidden units into n_blocks blocks instead.
@@ -841,8 +947,9 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
                        params, split_ws, solver, state_1, state_2, lr, momentum, nesterov,
                        beta_1, beta_2, epsilon, step_count, keep.shape[0] > 0, &loop)
         return total if totals is None else <intp> epoch_state[2]
-    if grads.shape[0] < n_blocks * params.shape[0]:
-        raise ValueError("grads holds fewer than n_blocks gradient buffers")
+    if grads.shape[0] < (n_blocks if block_grads else 1) * params.shape[0]:
+        raise ValueError("grads holds fewer than n_blocks gradient buffers" if block_grads
+                         else "grads holds fewer values than params")
     if keep.shape[0] > 0:
         if n_blocks > 1:
             raise ValueError("dropout needs n_blocks=1")
@@ -860,7 +967,7 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
                          &deltas[0], ptr_or_null(xbuf), ptr_or_null(zs), mask_ptr,
                          params.shape[0], solver, &state_1[0], ptr_or_null(state_2), lr,
                          momentum, nesterov, beta_1, beta_2, epsilon, &step_count[0],
-                         off_all, parts, &total, &stop, &loop)
+                         off_all, parts, &total, &stop, &loop, block_grads)
     finally:
         PyMem_Free(off_all)
         PyMem_Free(parts)

@@ -196,7 +196,8 @@ PB_CLONES static void pb_tanh_inplacef(float* z, Py_ssize_t n)
 
 /* The simple loops of every layer, cloned alike: relu, the derivatives of relu, tanh
  * and the logistic (through the activation's output h), the bias
- * row broadcast, column sums (summed row after row, as a plain loop would) and
+ * row broadcast, column sums (summed row after row, as a plain loop would; rows ``ld``
+ * apart) and
  * elementwise adds. */
 #define PB_DEFINE_SIMPLE(T, SUFFIX)                                                     \
 PB_CLONES static void pb_relu_inplace##SUFFIX(T* z, Py_ssize_t n)                       \
@@ -214,10 +215,10 @@ PB_CLONES static void pb_fill_rows##SUFFIX(T* z, const T* b, Py_ssize_t rows,   
         for (Py_ssize_t c = 0; c < cols; c++) z[r * cols + c] = b[c];                   \
 }                                                                                       \
 PB_CLONES static void pb_colsum_add##SUFFIX(const T* a, Py_ssize_t rows,                \
-                                            Py_ssize_t cols, T* out)                    \
+                                            Py_ssize_t cols, Py_ssize_t ld, T* out)     \
 {                                                                                       \
     for (Py_ssize_t r = 0; r < rows; r++)                                               \
-        for (Py_ssize_t c = 0; c < cols; c++) out[c] += a[r * cols + c];                \
+        for (Py_ssize_t c = 0; c < cols; c++) out[c] += a[r * ld + c];                  \
 }                                                                                       \
 PB_CLONES static void pb_add_inplace##SUFFIX(T* out, const T* a, Py_ssize_t n)          \
 { for (Py_ssize_t i = 0; i < n; i++) out[i] += a[i]; }                                  \

@@ -147,11 +147,13 @@ class CythonBackend:
 
     runs_epochs = True  # run_epoch takes epochs=EpochRun
 
-    def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1, by_units=False):
+    def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1, by_units=False,
+                 block_grads=True):
         self.net = net
         self.data = data
         self.n_blocks = n_blocks
         self.n_threads = n_threads
+        self.block_grads = block_grads
         self._epoch_static = None
         lay = net.layout
         # a one-hidden-layer net cut by hidden units keeps everything in this workspace
@@ -169,8 +171,10 @@ class CythonBackend:
         self.deltas = np.empty(size, dtype=data.dtype)
         dense = not sp.issparse(data.X) and not by_units
         self.xbuf = np.empty(batch_rows * int(lay.units[0]) if dense else 0, dtype=data.dtype)
-        # one gradient buffer per block of a batch (see _threads.fit_split)
-        self.grads = np.empty(1 if by_units else lay.n_params * n_blocks, dtype=data.dtype)
+        # one gradient buffer per block of a batch, or one for all of them (see
+        # _threads.block_gradients)
+        n_grads = 0 if by_units else n_blocks if block_grads else 1
+        self.grads = np.empty(max(1, lay.n_params * n_grads), dtype=data.dtype)
         empty = np.empty(0, dtype=data.dtype)
         self.zs = np.empty(size, dtype=data.dtype) if net.needs_z else empty
         self.masks = np.empty(size, dtype=data.dtype) if net.keep.size else empty
@@ -207,9 +211,10 @@ class CythonBackend:
                 getattr(opt, "momentum", 0.0), nesterov, getattr(opt, "beta_1", 0.0),
                 getattr(opt, "beta_2", 0.0), getattr(opt, "epsilon", 0.0), steps,
                 self.n_blocks, self.n_threads, self.split_ws,
-                *(() if epochs is None else (
+                *((1, None, None, None, 0.0, 0.0, None) if epochs is None else (
                     len(epochs.totals), epochs.totals, epochs.key, epochs.pos, epochs.tol,
                     epochs.patience, epochs.state)),
+                self.block_grads,
             )
         finally:
             opt.steps_taken(int(steps[0]))
@@ -222,7 +227,8 @@ class CythonBackend:
 
 
 class NumpyBackend:
-    def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1, by_units=False):
+    def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1, by_units=False,
+                 block_grads=True):
         self.net = net
         self.data = data
 

@@ -66,10 +66,13 @@ class _RunEpoch(Protocol):
         tol: float = ...,
         patience: float = ...,
         epoch_state: NDArray[np.float64] | None = ...,
+        block_grads: bool = ...,
     ) -> float:
         """One epoch of minibatch updates; returns Σ batch_loss · batch_rows. With
         ``totals``, up to ``n_epochs`` epochs (shuffled with ``mt_key`` / ``mt_pos``,
-        stopped by the training-loss rule on ``epoch_state``); returns how many ran."""
+        stopped by the training-loss rule on ``epoch_state``); returns how many ran.
+        ``block_grads``: a gradient buffer per block of rows in ``grads``, summed
+        (else one, each block making its share over the whole batch)."""
     def __getitem__(self, key: _Specialisation) -> _RunEpoch: ...
 
 class _LossGrad(Protocol):

@@ -38,7 +38,8 @@ from . import __version__, _backend, _reference
 from ._backend import BACKENDS, Data, Net
 from ._layout import HIDDEN_ACTIVATIONS, Layout, checked_weights
 from ._optim import AdamState, SGDState
-from ._threads import blas_threads_for, cap_row_blocks, cut_by_units, fit_split
+from ._threads import (blas_threads_for, block_gradients, cap_row_blocks, cut_by_units,
+                       fit_split)
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 # scipy >= 1.15 deprecates L-BFGS-B's ``iprint``
@@ -522,11 +523,13 @@ class BaseMultilayerPerceptron(BaseEstimator):
         n_blocks, n_threads = fit_split(batch_size, dropout)
         by_units = cut_by_units(self._layout.units, batch_size, n_blocks, sp.issparse(X),
                                 dropout)
-        if not by_units:
+        block_grads = not by_units and block_gradients(self._layout.units, batch_size,
+                                                       sp.issparse(X))
+        if block_grads:
             n_blocks, n_threads = cap_row_blocks(n_blocks, n_threads, params.size,
                                                  params.itemsize)
         backend = BACKENDS[self.backend](net, data, batch_size, n_blocks, n_threads,
-                                         by_units)
+                                         by_units, block_grads)
         sample_idx = np.arange(n_train, dtype=np.intp)
         with blas_threads_for(self._layout.units, batch_size, n_threads):
             self._epochs(backend, optimizer, params, random_state, dropout, sample_idx,

@@ -137,9 +137,37 @@ MIN_UNITS_PER_BLOCK = 8
 ROW_GRADIENTS_BYTES = 64 * 2**20
 
 
+# None: decide per fit (block_gradients); True or False: that way for every fit cut by
+# rows (tests and benchmarks compare the two ways with it)
+FORCE_BLOCK_GRADS = None
+
+
+def block_gradients(units, rows, sparse):
+    """Whether a fit cut by rows gives each block of a batch a gradient buffer of its
+    own, summed once the blocks are done, rather than having each block make, over the
+    whole batch, the gradient of its share of the parameters (see the kernels'
+    _epoch_share).
+
+    Either way a thread reads what the other blocks wrote: their gradients (P values
+    each, for P parameters) in the first way, their rows of the activations and deltas
+    (rows × (d + 2 Σ hidden + outputs) values in all; d not counted for sparse X,
+    which is read from X itself) in the second. The first is taken when it reads less.
+    Measured with bench/run.py's workloads on 2 cores (two blocks): sparse (20000
+    features, 128 units) 212 → 153 ms per epoch the second way; regression (100
+    features, 64-64 units) 14.2 → 16.3 ms; mnist-shape (784, 256-128) the same
+    within the noise."""
+    if FORCE_BLOCK_GRADS is not None:
+        return bool(FORCE_BLOCK_GRADS)
+    units = [int(u) for u in units]
+    n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
+    shared = rows * ((0 if sparse else units[0]) + 2 * sum(units[1:-1]) + units[-1])
+    return n_params <= shared
+
+
 def cap_row_blocks(n_blocks, n_threads, n_params, itemsize):
-    """``(n_blocks, n_threads)`` for a fit cut by rows, with no more blocks than fit
-    ROW_GRADIENTS_BYTES of gradient buffers (two at the least).
+    """``(n_blocks, n_threads)`` for a fit cut by rows with block gradients
+    (block_gradients), with no more blocks than fit ROW_GRADIENTS_BYTES of gradient
+    buffers (two at the least).
 
     Each block of rows fills a gradient buffer the size of the parameters, and every
     batch sums them all: on 2 cores, 4 or 8 blocks instead of 2 cost 28-82 % more per

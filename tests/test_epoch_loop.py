@@ -141,6 +141,11 @@ FITS = {
     "stops-on-tol": (MLPClassifier, y_multi, dict(tol=1e-2, n_iter_no_change=2,
                                                   max_iter=200)),
     "sparse": (MLPClassifier, y_multi, dict(sparse=True)),
+    # a fit cut by rows whose blocks share one gradient (_threads.block_gradients)
+    "two-layers-shared-gradient": (MLPRegressor, y_reg, dict(hidden_layer_sizes=(8, 5),
+                                                             block_grads=False)),
+    "sparse-shared-gradient": (MLPClassifier, y_multi, dict(sparse=True,
+                                                            block_grads=False)),
     "float32": (MLPRegressor, y_reg, dict(dtype=np.float32)),
     # 5 epochs per kernel call: the calls' boundaries, and the rule stopping at one
     "five-per-call": (MLPClassifier, y_multi, dict(per_call=5)),
@@ -163,6 +168,7 @@ def test_fit_in_one_call_is_the_fit_epoch_by_epoch(case, n_blocks, one_call_per_
                   n_iter_no_change=10**6)
     params.update(kwargs)
     monkeypatch.setattr(_threads, "FORCE_BLOCKS", n_blocks)
+    monkeypatch.setattr(_threads, "FORCE_BLOCK_GRADS", params.pop("block_grads", True))
     monkeypatch.setattr(BaseMultilayerPerceptron, "_EPOCHS_PER_CALL",
                         params.pop("per_call", 256))
 

@@ -52,6 +52,15 @@ def blocks():
     _threads.FORCE_BLOCKS = saved
 
 
+@pytest.fixture(params=["block-gradients", "shared-gradient"])
+def gradients(request):
+    """Both ways a fit cut by rows makes its gradient (_threads.block_gradients)."""
+    saved = _threads.FORCE_BLOCK_GRADS
+    _threads.FORCE_BLOCK_GRADS = request.param == "block-gradients"
+    yield request.param
+    _threads.FORCE_BLOCK_GRADS = saved
+
+
 def fit(cls, y, kwargs, sample_weight=None, X_fit=X, max_iter=4):
     kwargs = dict(kwargs)
     dtype = kwargs.pop("dtype", np.float64)
@@ -66,7 +75,7 @@ def fit(cls, y, kwargs, sample_weight=None, X_fit=X, max_iter=4):
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("weighted", [False, True])
-def test_blocks_agree_with_one_block_and_numpy(case, weighted, blocks):
+def test_blocks_agree_with_one_block_and_numpy(case, weighted, blocks, gradients):
     cls, y, kwargs = CASES[case]
     weights = sw if weighted else None
     blocks(1)
@@ -81,7 +90,7 @@ def test_blocks_agree_with_one_block_and_numpy(case, weighted, blocks):
         assert_allclose(got.loss_curve_, one.loss_curve_, rtol=tol)
 
 
-def test_blocks_agree_with_one_block_on_sparse_input(blocks):
+def test_blocks_agree_with_one_block_on_sparse_input(blocks, gradients):
     Xs = sp.random(203, 40, density=0.1, format="csr", random_state=3)
     blocks(1)
     one = fit(MLPClassifier, y_multi, {}, X_fit=Xs)
@@ -91,7 +100,7 @@ def test_blocks_agree_with_one_block_on_sparse_input(blocks):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_same_bits_on_any_number_of_threads(case, blocks):
+def test_same_bits_on_any_number_of_threads(case, blocks, gradients):
     """Three blocks on two threads (uneven shares), on one thread, and in a thread
     that is not the main one: bitwise the same model and loss curve."""
     cls, y, kwargs = CASES[case]
@@ -116,7 +125,7 @@ def assert_same_bits_on_one_thread_and_in_a_worker(cls, y, kwargs):
         assert other.loss_curve_ == many.loss_curve_
 
 
-def test_last_batch_smaller_than_the_number_of_blocks(blocks):
+def test_last_batch_smaller_than_the_number_of_blocks(blocks, gradients):
     """203 rows in batches of 101: the last batch has 1 row, fewer than the blocks;
     the empty blocks must add nothing."""
     blocks(4)
@@ -126,7 +135,7 @@ def test_last_batch_smaller_than_the_number_of_blocks(blocks):
     assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-10)
 
 
-def test_partial_fit_same_bits_in_main_and_worker_thread(blocks):
+def test_partial_fit_same_bits_in_main_and_worker_thread(blocks, gradients):
     blocks(2)
     a = MLPClassifier(hidden_layer_sizes=(10,), random_state=0, batch_size=40)
     b = MLPClassifier(hidden_layer_sizes=(10,), random_state=0, batch_size=40)
@@ -204,15 +213,21 @@ def _backend(n_blocks, keep=None):
     return lay, net, CythonBackend(net, data, 64, n_blocks=n_blocks)
 
 
-def test_kernel_rejects_too_few_gradient_buffers_and_split_dropout():
+def test_kernel_rejects_a_short_gradient_buffer_and_split_dropout():
     from pybackprop._optim import AdamState
 
-    lay, net, backend = _backend(1)
+    lay, net, backend = _backend(2)
     params = np.random.RandomState(0).normal(size=lay.n_params) * 0.1
     opt = AdamState(lay.n_params, np.float64, 1e-3, 0.9, 0.999, 1e-8)
-    backend.n_blocks = 2  # one buffer allocated, two asked for
+    backend.grads = backend.grads[:2 * lay.n_params - 1]   # block gradients: 2 buffers
     with pytest.raises(ValueError, match="fewer than n_blocks gradient buffers"):
         backend.run_epoch(params, None, 203, 64, opt)
+    backend.block_grads = False    # one shared gradient buffer
+    backend.grads = backend.grads[:lay.n_params - 1]
+    with pytest.raises(ValueError, match="grads holds fewer values than params"):
+        backend.run_epoch(params, None, 203, 64, opt)
+    backend.grads = np.empty(lay.n_params)
+    backend.run_epoch(params, None, 203, 64, opt)
     lay, net, backend = _backend(2, keep=0.5)
     with pytest.raises(ValueError, match="dropout needs n_blocks=1"):
         backend.run_epoch(params, None, 203, 64, opt, seed=1)
@@ -254,21 +269,45 @@ def test_row_blocks_capped_by_gradient_memory(blocks, monkeypatch):
     assert _threads.cap_row_blocks(1, 1, 10 * budget, 4) == (1, 1)
     blocks(25)   # forced (tests, benchmarks): as forced
     assert _threads.cap_row_blocks(25, 25, big, 4) == (25, 25)
-    # and a fit takes it: on 64 cores, a sparse 20000-feature fit gets 6 blocks
+    # and a fit takes it: on 64 cores, a sparse 20000-feature fit with block gradients
+    # gets 6 blocks; one that shares its gradient holds one buffer, and gets 25 blocks
     blocks(None)
     monkeypatch.setattr(_threads, "usable_cores", lambda: 64)
     seen = []
     real = CythonBackend.__init__
 
-    def spy(self, net, data, batch_rows, n_blocks=1, n_threads=1, by_units=False):
-        seen.append((n_blocks, by_units))
-        real(self, net, data, batch_rows, n_blocks, n_threads, by_units)
+    def spy(self, net, data, batch_rows, n_blocks=1, n_threads=1, by_units=False,
+            block_grads=True):
+        seen.append((n_blocks, by_units, block_grads))
+        real(self, net, data, batch_rows, n_blocks, n_threads, by_units, block_grads)
+        seen.append(self.grads.size)
 
     monkeypatch.setattr(CythonBackend, "__init__", spy)
     X = sp.random(300, 20000, density=0.005, format="csr", random_state=0, dtype=np.float32)
     y = np.arange(300) % 10
+    monkeypatch.setattr(_threads, "FORCE_BLOCK_GRADS", True)
     MLPClassifier(hidden_layer_sizes=(128,), max_iter=1, random_state=0).fit(X, y)
-    assert seen[-1] == (6, False)
+    assert seen[-2:] == [(6, False, True), 6 * big]
+    monkeypatch.setattr(_threads, "FORCE_BLOCK_GRADS", None)
+    MLPClassifier(hidden_layer_sizes=(128,), max_iter=1, random_state=0).fit(X, y)
+    assert seen[-2:] == [(25, False, False), big]
+
+
+def test_block_gradients_rule(monkeypatch):
+    """Block gradients when the parameters are no more than the rows of activations and
+    deltas the other blocks write: bench/run.py's regression (20000 x 100, 64-64, batch
+    200; about 11k parameters against 71k values) and mnist-shape (784, 256-128, batch
+    256; 235k against 400k) keep them; its sparse workload (20000 features, 128 units;
+    2.6M against 51k) shares one gradient."""
+    monkeypatch.setattr(_threads, "FORCE_BLOCK_GRADS", None)
+    assert _threads.block_gradients([100, 64, 64, 1], 200, sparse=False)
+    assert _threads.block_gradients([784, 256, 128, 10], 256, sparse=False)
+    assert not _threads.block_gradients([20000, 128, 10], 200, sparse=True)
+    # the input's width counts for dense X only
+    assert _threads.block_gradients([2000, 16, 2], 100, sparse=False)        # 32k ≤ 203k
+    assert not _threads.block_gradients([2000, 16, 2], 100, sparse=True)     # 32k > 3.4k
+    monkeypatch.setattr(_threads, "FORCE_BLOCK_GRADS", False)
+    assert not _threads.block_gradients([100, 64, 64, 1], 200, sparse=False)
 
 
 def test_cut_by_units_rules():
