@@ -292,7 +292,11 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 layer_units[i], layer_units[i + 1], dtype, random_state, activation
             )
         self._set_params_buffer(params)
-        self._best_params = params.copy()
+        # the weights of the best validation score, kept with early stopping only (as
+        # scikit-learn's _best_coefs): a copy of the parameters is not free
+        self.__dict__.pop("_best_params", None)
+        if self.solver in _STOCHASTIC_SOLVERS and self.early_stopping:
+            self._best_params = params.copy()
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
             self._no_improvement_count = 0
@@ -372,9 +376,13 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 # partial_fit steps on with this state; a warm-started fit makes a new one
                 self._optimizer = (self._optimizer.copy_for(params) if incremental
                                    else self._optimizer.copy())
-            if getattr(self, "_best_params", params).shape != params.shape:
+            best = self.__dict__.get("_best_params")
+            if best is not None and best.shape != params.shape:
                 # weights replaced by a network of another shape: no earlier best
                 self._best_params = params.copy()
+            elif best is not None and self.early_stopping:
+                # early stopping updates the best weights in place
+                self._best_params = best.copy()
             for name in ("loss_curve_", "validation_scores_", "validation_loss_curve_"):
                 if isinstance(getattr(self, name, None), list):
                     setattr(self, name, list(getattr(self, name)))
@@ -719,7 +727,12 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 self._no_improvement_count = 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                self._best_params = self._flat_params.copy()
+                best = self.__dict__.get("_best_params")
+                if (best is not None and best.shape == self._flat_params.shape
+                        and best.dtype == self._flat_params.dtype):
+                    best[...] = self._flat_params   # in place: no second copy at once
+                else:
+                    self._best_params = self._flat_params.copy()
         else:
             # in double arithmetic, whatever the types of tol and best_loss_ (a
             # float32 would round the comparison; the kernels' rule runs in double)

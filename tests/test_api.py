@@ -499,3 +499,28 @@ def test_failed_regressor_fit_leaves_model_unchanged(failure, backend):
     assert_unchanged(est, before, X)
     est.fit(X, y)  # and it still trains afterwards
     assert est.n_iter_ >= 1
+
+
+def test_failed_warm_fit_with_early_stopping_keeps_the_best_weights(backend):
+    """Early stopping updates its best weights in place during a fit: a warm-started
+    fit that fails after improving on them leaves the earlier best as it was."""
+    X, y = make_data("multiclass")
+    est = MLPClassifier(**dict(SMALL, max_iter=3), early_stopping=True, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    best = est._best_params.copy()
+    score = est.best_validation_score_
+    epochs = []
+
+    def fail_on_third(model, info):
+        epochs.append(model.best_validation_score_)
+        if len(epochs) == 3:
+            raise ValueError("stop here")
+
+    est.set_params(warm_start=True, callbacks=fail_on_third, learning_rate_init=0.05)
+    with pytest.raises(ValueError, match="stop here"):
+        est.fit(X, y)
+    assert max(epochs) > score   # the failed fit did find better weights
+    assert_array_equal(est._best_params, best)
+    assert est.best_validation_score_ == score

@@ -262,3 +262,30 @@ def test_fit_predict_cycles_do_not_leak():
         gc.collect()
         growth_mb = (_rss_kb() - start) / 1024
     assert growth_mb < 10, f"RSS grew by {growth_mb:.1f} MB over 500 cycles"
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_fit_holds_the_parameters_and_adam_state_and_one_gradient(early_stopping):
+    """Beyond X, an Adam fit of a wide sparse model holds the parameters, Adam's two
+    moments and one gradient that the blocks of a batch share, plus what scales with a
+    batch; with early stopping, also the best weights so far. No gradient per block
+    and no other copy of the parameters."""
+    import tracemalloc
+
+    import scipy.sparse as sp
+
+    Xs = sp.random(1000, 5000, density=0.01, format="csr", random_state=0)
+    y = np.arange(1000) % 3
+    est = MLPClassifier(hidden_layer_sizes=(100,), max_iter=2, batch_size=100,
+                        random_state=0, early_stopping=early_stopping)
+    param_bytes = (5000 * 100 + 100 + 100 * 3 + 3) * 8
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fit_quietly(est, Xs, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    copies = 5 if early_stopping else 4
+    assert peak <= copies * param_bytes + 2**20, (peak / param_bytes, copies)
+    assert peak >= copies * param_bytes   # what is counted is there
