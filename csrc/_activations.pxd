@@ -45,6 +45,18 @@ cdef extern from "_vexp.h" nogil:
     void pb_tanh_gradf(const float* h, float* d, Py_ssize_t n)
     void pb_sigmoid_grad(const double* h, double* d, Py_ssize_t n)
     void pb_sigmoid_gradf(const float* h, float* d, Py_ssize_t n)
+    void pb_relu_grad_colsum(const double* h, double* d, Py_ssize_t rows, Py_ssize_t cols,
+                             double* out)
+    void pb_relu_grad_colsumf(const float* h, float* d, Py_ssize_t rows, Py_ssize_t cols,
+                              float* out)
+    void pb_tanh_grad_colsum(const double* h, double* d, Py_ssize_t rows, Py_ssize_t cols,
+                             double* out)
+    void pb_tanh_grad_colsumf(const float* h, float* d, Py_ssize_t rows, Py_ssize_t cols,
+                              float* out)
+    void pb_sigmoid_grad_colsum(const double* h, double* d, Py_ssize_t rows,
+                                Py_ssize_t cols, double* out)
+    void pb_sigmoid_grad_colsumf(const float* h, float* d, Py_ssize_t rows,
+                                 Py_ssize_t cols, float* out)
     void pb_fill_rows(double* z, const double* b, Py_ssize_t rows, Py_ssize_t cols)
     void pb_fill_rowsf(float* z, const float* b, Py_ssize_t rows, Py_ssize_t cols)
     void pb_colsum_add(const double* a, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
@@ -206,6 +218,32 @@ cdef inline void softmax_rows(floating* z, Py_ssize_t rows, Py_ssize_t cols) noe
             total = total + row[j]
         for j in range(cols):
             row[j] = row[j] / total
+
+
+cdef inline void multiply_derivative_colsum(int kind, const floating* h,
+                                            const floating* z, floating* d,
+                                            Py_ssize_t rows, Py_ssize_t cols,
+                                            floating* out) noexcept nogil:
+    """multiply_derivative over a (rows, cols) block, then out += its column sums:
+    one pass for the logistic, tanh and relu (the same sums, row after row)."""
+    if kind == LOGISTIC:
+        if floating is float:
+            pb_sigmoid_grad_colsumf(h, d, rows, cols, out)
+        else:
+            pb_sigmoid_grad_colsum(h, d, rows, cols, out)
+    elif kind == TANH:
+        if floating is float:
+            pb_tanh_grad_colsumf(h, d, rows, cols, out)
+        else:
+            pb_tanh_grad_colsum(h, d, rows, cols, out)
+    elif kind == RELU:
+        if floating is float:
+            pb_relu_grad_colsumf(h, d, rows, cols, out)
+        else:
+            pb_relu_grad_colsum(h, d, rows, cols, out)
+    else:
+        multiply_derivative(kind, h, z, d, rows * cols)
+        colsum_add(d, rows, cols, out)
 
 
 cdef inline void multiply_derivative(int kind, const floating* h, const floating* z,

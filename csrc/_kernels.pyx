@@ -34,7 +34,8 @@ from libc.string cimport memcpy, memset
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from _blas cimport gemm, axpy, sum_of_squares
-from _activations cimport (activate, softmax_rows, multiply_derivative, needs_z,
+from _activations cimport (activate, softmax_rows, multiply_derivative,
+                           multiply_derivative_colsum, needs_z,
                            fill_rows, bias_activate, colsum_add, colsum_add_ld,
                            add_inplace,
                            IDENTITY, LOGISTIC, TANH, RELU, EXP, SOFTMAX)
@@ -1316,12 +1317,13 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 transpose(p_j + d * Hj, w2t, Hj, k)
                 gemm(False, False, <int> m, <int> Hj, <int> k, <floating> 1.0, dz, <int> k,
                      w2t, <int> Hj, <floating> 0.0, dh_j, <int> Hj)
-                multiply_derivative(act, h_j, z_j if with_z else NULL, dh_j, m * Hj)
-                # dW1_j = x^T dz_j;  db1_j = colsum(dz_j)
+                # dz_j = dh_j ⊙ f', and db1_j = colsum(dz_j) in the same pass
+                memset(g_j + n_w, 0, Hj * sizeof(floating))
+                multiply_derivative_colsum(act, h_j, z_j if with_z else NULL, dh_j, m, Hj,
+                                           g_j + n_w)
+                # dW1_j = x^T dz_j
                 gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0, x_rows,
                      <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
-                memset(g_j + n_w, 0, Hj * sizeof(floating))
-                colsum_add(dh_j, m, Hj, g_j + n_w)
                 step_range(p_j, g_j, <const floating*> NULL, s1_j, s2_j if adam else NULL,
                            n_w, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,
                            beta_1, beta_2, epsilon)

@@ -195,10 +195,25 @@ PB_CLONES static void pb_tanh_inplacef(float* z, Py_ssize_t n)
 { for (Py_ssize_t i = 0; i < n; i++) z[i] = pb_tanhf(z[i]); }
 
 /* The simple loops of every layer, cloned alike: relu, the derivatives of relu, tanh
- * and the logistic (through the activation's output h), the bias
+ * and the logistic (through the activation's output h; the _colsum forms also add
+ * each column of the result to out, in the same pass), the bias
  * row broadcast, column sums (summed row after row, as a plain loop would; rows ``ld``
  * apart) and
  * elementwise adds. */
+/* d := d ⊙ f' over a (rows, cols) block, f' given by DERIV of x = h and g = d, with
+ * each column of the result added to out in the same pass */
+#define PB_GRAD_COLSUM(NAME, T, DERIV)                                                  \
+PB_CLONES static void NAME(const T* h, T* d, Py_ssize_t rows, Py_ssize_t cols, T* out)  \
+{                                                                                       \
+    for (Py_ssize_t r = 0; r < rows; r++)                                               \
+        for (Py_ssize_t c = 0; c < cols; c++) {                                         \
+            T x = h[r * cols + c], g = d[r * cols + c];                                 \
+            T v = DERIV;                                                                \
+            d[r * cols + c] = v;                                                        \
+            out[c] += v;                                                                \
+        }                                                                               \
+}
+
 #define PB_DEFINE_SIMPLE(T, SUFFIX)                                                     \
 PB_CLONES static void pb_relu_inplace##SUFFIX(T* z, Py_ssize_t n)                       \
 { for (Py_ssize_t i = 0; i < n; i++) z[i] = z[i] < 0 ? (T)0 : z[i]; }                   \
@@ -208,6 +223,9 @@ PB_CLONES static void pb_tanh_grad##SUFFIX(const T* h, T* d, Py_ssize_t n)      
 { for (Py_ssize_t i = 0; i < n; i++) d[i] = d[i] * (1 - h[i] * h[i]); }                 \
 PB_CLONES static void pb_sigmoid_grad##SUFFIX(const T* h, T* d, Py_ssize_t n)           \
 { for (Py_ssize_t i = 0; i < n; i++) d[i] = d[i] * h[i] * (1 - h[i]); }                 \
+PB_GRAD_COLSUM(pb_relu_grad_colsum##SUFFIX, T, x > 0 ? g : (T)0)                      \
+PB_GRAD_COLSUM(pb_tanh_grad_colsum##SUFFIX, T, g * (1 - x * x))                         \
+PB_GRAD_COLSUM(pb_sigmoid_grad_colsum##SUFFIX, T, g * x * (1 - x))                      \
 PB_CLONES static void pb_fill_rows##SUFFIX(T* z, const T* b, Py_ssize_t rows,           \
                                            Py_ssize_t cols)                             \
 {                                                                                       \
