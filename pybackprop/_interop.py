@@ -272,9 +272,8 @@ def from_sklearn(cls, sk_est):
     best_c = sk_est.__dict__.get("_best_coefs")
     best_i = sk_est.__dict__.get("_best_intercepts")
     if best_c is not None and best_i is not None:
+        # early stopping's best weights (a fit keeps none without it)
         est._best_params = layout.pack(best_c, best_i, dtype)
-    else:
-        est._best_params = est._flat_params.copy()
     opt = sk_est.__dict__.get("_optimizer")
     if opt is not None:
         converted = _optimizer_from_sklearn(opt, layout, dtype)
