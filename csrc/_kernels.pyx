@@ -595,28 +595,121 @@ cdef inline void step_slice(const Net* net, floating* params, const floating* gr
                    solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
 
 
+# rows of a sparse first layer's W_1 whose gradient block_step makes and steps at a
+# time, in a scratch block that stays in cache (64 x 128 float32: 32 kB)
+cdef intp SPARSE_CHUNK_ROWS = 64
+
+
+cdef inline intp sparse_index_size(intp fan_in, int B, intp batch_nnz) noexcept nogil:
+    """Length of a thread's index workspace for sparse_rows_step: a count per chunk of
+    its block's rows of W_1, and two values per nonzero of a batch."""
+    return ((fan_in + B - 1) // B + SPARSE_CHUNK_ROWS - 1) // SPARSE_CHUNK_ROWS + 1 \
+        + 2 * batch_nnz
+
+
+def sparse_batch_nnz(const int[::1] indptr, intp batch_size):
+    """A bound on the nonzeros of any batch of ``batch_size`` rows of a CSR matrix:
+    batch_size times its longest row, or all its nonzeros if fewer."""
+    cdef intp r, longest = 0
+    for r in range(indptr.shape[0] - 1):
+        longest = max(longest, indptr[r + 1] - indptr[r])
+    return min(batch_size * longest, indptr[indptr.shape[0] - 1] - indptr[0]) \
+        if indptr.shape[0] > 0 else 0
+
+
+def sparse_step_sizes(intp fan_in, intp fan_out, int n_blocks, intp batch_nnz):
+    """``(scratch, index)``: the values of gradient scratch and of index workspace
+    each thread of a fit that shares its gradient needs for a sparse first layer
+    (fan_in x fan_out, batches of at most ``batch_nnz`` nonzeros, n_blocks blocks)."""
+    return SPARSE_CHUNK_ROWS * fan_out, sparse_index_size(fan_in, n_blocks, batch_nnz)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef double sparse_rows_step(const Net* net, const floating* X, const Targets* tg, intp m,
+                             floating* params, const floating* dz, intp lo, intp hi,
+                             floating* scratch, intp* index, double sw_sum, int solver,
+                             floating* state_1, floating* state_2, double lr,
+                             double momentum, bint nesterov, double beta_1, double beta_2,
+                             double epsilon) noexcept nogil:
+    """Rows [lo, hi) of a sparse first layer's W_1, gradient and step, SPARSE_CHUNK_ROWS
+    rows at a time: the batch's nonzeros in columns [lo, hi) are sorted by chunk
+    (a counting sort into ``index``: the counts, then (nonzero, batch row) pairs),
+    and for each chunk the rows' gradient is scattered into ``scratch`` and stepped
+    while it is in cache. Each row of W_1 adds its nonzeros in batch order, as one
+    scatter over the batch would; no gradient the size of W_1 is stored. Returns
+    Σ w² of the rows before the step."""
+    cdef intp fan_out = net.units[1], CH = SPARSE_CHUNK_ROWS
+    cdef intp n_chunks = (hi - lo + CH - 1) // CH
+    cdef intp* counts = index
+    cdef intp* pairs = index + n_chunks + 1
+    cdef intp i, p, r, c, k, q, start, c0, c1, off
+    cdef double sq = 0, part
+    memset(counts, 0, (n_chunks + 1) * sizeof(intp))
+    for i in range(m):
+        r = row_of(tg, i)
+        for p in range(net.indptr[r], net.indptr[r + 1]):
+            c = net.indices[p]
+            if lo <= c < hi:
+                counts[(c - lo) // CH + 1] += 1
+    for k in range(n_chunks):
+        counts[k + 1] += counts[k]
+    # counts[k]: where chunk k's pairs begin, advanced to where they end
+    for i in range(m):
+        r = row_of(tg, i)
+        for p in range(net.indptr[r], net.indptr[r + 1]):
+            c = net.indices[p]
+            if lo <= c < hi:
+                k = (c - lo) // CH
+                q = counts[k]
+                counts[k] = q + 1
+                pairs[2 * q] = p
+                pairs[2 * q + 1] = i
+    start = 0
+    for k in range(n_chunks):
+        c0 = lo + k * CH
+        c1 = min(c0 + CH, hi)
+        memset(scratch, 0, (c1 - c0) * fan_out * sizeof(floating))
+        for q in range(start, counts[k]):
+            p = pairs[2 * q]
+            axpy(<int> fan_out, X[p], dz + pairs[2 * q + 1] * fan_out,
+                 scratch + (net.indices[p] - c0) * fan_out)
+        start = counts[k]
+        off = net.coef_off[0] + c0 * fan_out
+        step_range(params + off, scratch, <const floating*> NULL, state_1 + off,
+                   state_2 + off if state_2 != NULL else NULL, (c1 - c0) * fan_out,
+                   net.alpha, sw_sum, solver, lr, momentum, nesterov, beta_1, beta_2,
+                   epsilon, &part)
+        sq += part
+    return sq
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void block_step(const Net* net, const floating* X, const Targets* tg, intp m,
                      floating* params, const floating* acts, const floating* deltas,
-                     const floating* xbuf, floating* grads, int blk, int B,
-                     double sw_sum, int solver, floating* state_1, floating* state_2,
-                     double lr, double momentum, bint nesterov, double beta_1,
-                     double beta_2, double epsilon, double* sq) noexcept nogil:
+                     const floating* xbuf, floating* grads, floating* scratch,
+                     intp* index, int blk, int B, double sw_sum, int solver,
+                     floating* state_1, floating* state_2, double lr, double momentum,
+                     bint nesterov, double beta_1, double beta_2, double epsilon,
+                     double* sq) noexcept nogil:
     """Block blk of B's part of a batch's step, once every block's deltas are in
     (backward with grads NULL): for each layer l, rows [fan_in blk / B, fan_in
     (blk+1) / B) of W_l get their gradient over all m rows of the batch, dW = H_{l-1}^T
     dz_l (one product), and are stepped while it is still in cache; entries
     [fan_out blk / B, fan_out (blk+1) / B) of b_l likewise. The rows of W_l are one
     stretch of the flat buffers, so each block writes only its own part of ``grads``.
-    Σ w² of the block's weights, before the step, goes to ``sq``."""
-    cdef intp L = net.n_layers, d = net.units[0]
-    cdef intp l, lo, hi, c0, c1, i, p, r, c, end, fan_in, fan_out, off
+    A sparse first layer goes through sparse_rows_step, with this thread's ``scratch``
+    and ``index``; ``grads`` then holds no room for W_1 (the gradient of parameter
+    ``off`` is at ``grads + off - fan_in · fan_out`` of W_1). Σ w² of the block's
+    weights, before the step, goes to ``sq``."""
+    cdef intp L = net.n_layers
+    cdef intp l, lo, hi, c0, c1, fan_in, fan_out, off
+    cdef intp skip = net.units[0] * net.units[1] if net.sparse else 0
     cdef double part
     cdef const floating* h_prev
     cdef const floating* dz
-    cdef const floating* dz_row
-    cdef floating* W0 = grads + net.coef_off[0]
     sq[0] = 0
     for l in range(L):
         fan_in = net.units[l]
@@ -625,44 +718,31 @@ cdef void block_step(const Net* net, const floating* X, const Targets* tg, intp 
         lo = fan_in * blk // B
         hi = fan_in * (blk + 1) // B
         off = net.coef_off[l] + lo * fan_out
-        if hi > lo:
-            if l == 0 and net.sparse:
-                # the nonzeros of the batch's CSR rows in columns [lo, hi), scattered
-                memset(W0 + lo * fan_out, 0, (hi - lo) * fan_out * sizeof(floating))
-                for i in range(m):
-                    r = row_of(tg, i)
-                    dz_row = dz + i * fan_out
-                    end = net.indptr[r + 1]
-                    for p in range(net.indptr[r], end):
-                        # (rows of the other blocks are not asked for: they are being
-                        # written by other threads)
-                        if p + PREFETCH_AHEAD < end:
-                            c = net.indices[p + PREFETCH_AHEAD]
-                            if lo <= c < hi:
-                                prefetch_span(W0 + c * fan_out, fan_out * sizeof(floating), 1)
-                        c = net.indices[p]
-                        if lo <= c < hi:
-                            axpy(<int> fan_out, X[p], dz_row, W0 + c * fan_out)
-            else:
-                h_prev = layer_input(net, X, tg, acts, xbuf, l)
-                # columns [lo, hi) of H_prev, transposed, times dz
-                gemm(True, False, <int> (hi - lo), <int> fan_out, <int> m, <floating> 1.0,
-                     h_prev + lo, <int> fan_in, dz, <int> fan_out, <floating> 0.0,
-                     grads + off, <int> fan_out)
-            step_range(params + off, grads + off, <const floating*> NULL, state_1 + off,
-                       state_2 + off if state_2 != NULL else NULL, (hi - lo) * fan_out,
-                       net.alpha, sw_sum, solver, lr, momentum, nesterov, beta_1, beta_2,
-                       epsilon, &part)
+        if hi > lo and l == 0 and net.sparse:
+            sq[0] += sparse_rows_step(net, X, tg, m, params, dz, lo, hi, scratch, index,
+                                      sw_sum, solver, state_1, state_2, lr, momentum,
+                                      nesterov, beta_1, beta_2, epsilon)
+        elif hi > lo:
+            h_prev = layer_input(net, X, tg, acts, xbuf, l)
+            # columns [lo, hi) of H_prev, transposed, times dz
+            gemm(True, False, <int> (hi - lo), <int> fan_out, <int> m, <floating> 1.0,
+                 h_prev + lo, <int> fan_in, dz, <int> fan_out, <floating> 0.0,
+                 grads + (off - skip), <int> fan_out)
+            step_range(params + off, grads + (off - skip), <const floating*> NULL,
+                       state_1 + off, state_2 + off if state_2 != NULL else NULL,
+                       (hi - lo) * fan_out, net.alpha, sw_sum, solver, lr, momentum,
+                       nesterov, beta_1, beta_2, epsilon, &part)
             sq[0] += part
         c0 = fan_out * blk // B
         c1 = fan_out * (blk + 1) // B
         if c1 > c0:
             off = net.inter_off[l] + c0
-            memset(grads + off, 0, (c1 - c0) * sizeof(floating))
-            colsum_add_ld(dz + c0, m, c1 - c0, fan_out, grads + off)
-            step_range(params + off, grads + off, <const floating*> NULL, state_1 + off,
-                       state_2 + off if state_2 != NULL else NULL, c1 - c0, 0.0, sw_sum,
-                       solver, lr, momentum, nesterov, beta_1, beta_2, epsilon)
+            memset(grads + (off - skip), 0, (c1 - c0) * sizeof(floating))
+            colsum_add_ld(dz + c0, m, c1 - c0, fan_out, grads + (off - skip))
+            step_range(params + off, grads + (off - skip), <const floating*> NULL,
+                       state_1 + off, state_2 + off if state_2 != NULL else NULL,
+                       c1 - c0, 0.0, sw_sum, solver, lr, momentum, nesterov, beta_1,
+                       beta_2, epsilon)
 
 
 # ---------------------------------------------------------------------------
@@ -754,7 +834,8 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                        double momentum, bint nesterov, double beta_1, double beta_2,
                        double epsilon, intp* t, intp* off_all, double* parts,
                        double* total, int* stop, EpochLoop* loop,
-                       bint block_grads) noexcept nogil:
+                       bint block_grads, floating* scratch_all, intp* index_all,
+                       intp scratch_len, intp index_len) noexcept nogil:
     """One thread's share of ``loop``'s epochs; every thread of the team runs it.
 
     Each batch of m rows is cut into B = ``n_blocks`` blocks of rows, block j being
@@ -847,9 +928,11 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                     sl += T
             else:
                 for blk in range(first, last):
-                    block_step(net, X, &batch, m, params, acts, deltas, xbuf, grads, blk,
-                               n_blocks, sw_sum, solver, state_1, state_2, lr_t, momentum,
-                               nesterov, beta_1, beta_2, epsilon, &sq_parts[blk])
+                    block_step(net, X, &batch, m, params, acts, deltas, xbuf, grads,
+                               scratch_all + tid * scratch_len,
+                               index_all + tid * index_len, blk, n_blocks, sw_sum,
+                               solver, state_1, state_2, lr_t, momentum, nesterov, beta_1,
+                               beta_2, epsilon, &sq_parts[blk])
             if tid == 0 and signal_due(&last_check):
                 stop[0] = 1
             if T > 1:
@@ -888,7 +971,8 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
               int n_blocks=1, int n_threads=1, floating[::1] split_ws=None,
               intp n_epochs=1, double[::1] totals=None, unsigned int[::1] mt_key=None,
               intp[::1] mt_pos=None, double tol=0.0, double patience=0.0,
-              double[::1] epoch_state=None, bint block_grads=True):
+              double[::1] epoch_state=None, bint block_grads=True,
+              intp[::1] index_ws=None):
     """One epoch of minibatch updates over ``rows`` (or rows 0..n_rows-1 when empty).
 
     ``zs`` (z of every layer) is needed when an activation's derivative reads z;
@@ -903,7 +987,10 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     ``block_grads``, each block fills a gradient buffer of its own (``grads`` holds
     n_blocks buffers, one after the other) and the buffers are summed; without, each
     block makes and steps the gradient of its share of the parameters over the whole
-    batch, and ``grads`` needs the size of ``params`` only (see _epoch_share).
+    batch, and ``grads`` needs the size of ``params`` only (see _epoch_share); with
+    sparse X and several blocks, not the W_1 part of it, but ``sparse_step_sizes``'s
+    scratch per thread after the rest, and ``index_ws`` its index workspace per
+    thread (for batches of at most batch_size · the longest row's nonzeros).
     Dropout (whose random stream runs through the batch in order) needs one block.
     With ``split_ws`` (not None, of length ``unit_split_size(...)``), a net with one
     hidden layer and dense X is cut by hidden units into n_blocks blocks instead.
@@ -930,6 +1017,10 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     cdef int stop = 0
     cdef EpochLoop loop
     cdef pb_mt mt
+    cdef bint shared_sparse
+    cdef floating* scratch_ptr = NULL
+    cdef intp* index_ptr = NULL
+    cdef intp scratch_len = 0, index_len = 0
     if n_blocks < 1 or n_threads < 1:
         raise ValueError("n_blocks and n_threads must be at least 1")
     check_sizes(&net, params.shape[0], X.shape[0], n_rows)
@@ -948,7 +1039,20 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
                        params, split_ws, solver, state_1, state_2, lr, momentum, nesterov,
                        beta_1, beta_2, epsilon, step_count, keep.shape[0] > 0, &loop)
         return total if totals is None else <intp> epoch_state[2]
-    if grads.shape[0] < (n_blocks if block_grads else 1) * params.shape[0]:
+    shared_sparse = net.sparse and not block_grads and n_blocks > 1
+    if shared_sparse:
+        scratch_len, index_len = sparse_step_sizes(
+            net.units[0], net.units[1], n_blocks,
+            sparse_batch_nnz(indptr, batch_size))
+        if grads.shape[0] < (params.shape[0] - net.units[0] * net.units[1]
+                             + n_threads * scratch_len):
+            raise ValueError("grads holds fewer values than params less W_1 and "
+                             "n_threads scratch blocks")
+        if index_ws is None or index_ws.shape[0] < n_threads * index_len:
+            raise ValueError("index_ws holds fewer than n_threads index workspaces")
+        scratch_ptr = &grads[0] + params.shape[0] - net.units[0] * net.units[1]
+        index_ptr = &index_ws[0]
+    elif grads.shape[0] < (n_blocks if block_grads else 1) * params.shape[0]:
         raise ValueError("grads holds fewer than n_blocks gradient buffers" if block_grads
                          else "grads holds fewer values than params")
     if keep.shape[0] > 0:
@@ -968,7 +1072,8 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
                          &deltas[0], ptr_or_null(xbuf), ptr_or_null(zs), mask_ptr,
                          params.shape[0], solver, &state_1[0], ptr_or_null(state_2), lr,
                          momentum, nesterov, beta_1, beta_2, epsilon, &step_count[0],
-                         off_all, parts, &total, &stop, &loop, block_grads)
+                         off_all, parts, &total, &stop, &loop, block_grads,
+                         scratch_ptr, index_ptr, scratch_len, index_len)
     finally:
         PyMem_Free(off_all)
         PyMem_Free(parts)

@@ -174,7 +174,17 @@ class CythonBackend:
         # one gradient buffer per block of a batch, or one for all of them (see
         # _threads.block_gradients)
         n_grads = 0 if by_units else n_blocks if block_grads else 1
-        self.grads = np.empty(max(1, lay.n_params * n_grads), dtype=data.dtype)
+        n_values = lay.n_params * n_grads
+        self.index_ws = None
+        if sp.issparse(data.X) and n_grads == 1 and n_blocks > 1:
+            # a sparse first layer's gradient is made a chunk of W_1 at a time, in a
+            # scratch block per thread: no room for W_1 (see the kernels' block_step)
+            d, h1 = int(lay.units[0]), int(lay.units[1])
+            batch_nnz = _kernels.sparse_batch_nnz(data.for_kernels()[2], batch_rows)
+            scratch, index = _kernels.sparse_step_sizes(d, h1, n_blocks, batch_nnz)
+            n_values = lay.n_params - d * h1 + n_threads * scratch
+            self.index_ws = np.empty(n_threads * index, dtype=np.intp)
+        self.grads = np.empty(max(1, n_values), dtype=data.dtype)
         empty = np.empty(0, dtype=data.dtype)
         self.zs = np.empty(size, dtype=data.dtype) if net.needs_z else empty
         self.masks = np.empty(size, dtype=data.dtype) if net.keep.size else empty
@@ -214,7 +224,7 @@ class CythonBackend:
                 *((1, None, None, None, 0.0, 0.0, None) if epochs is None else (
                     len(epochs.totals), epochs.totals, epochs.key, epochs.pos, epochs.tol,
                     epochs.patience, epochs.state)),
-                self.block_grads,
+                self.block_grads, self.index_ws,
             )
         finally:
             opt.steps_taken(int(steps[0]))

@@ -67,12 +67,14 @@ class _RunEpoch(Protocol):
         patience: float = ...,
         epoch_state: NDArray[np.float64] | None = ...,
         block_grads: bool = ...,
+        index_ws: NDArray[np.intp] | None = ...,
     ) -> float:
         """One epoch of minibatch updates; returns Σ batch_loss · batch_rows. With
         ``totals``, up to ``n_epochs`` epochs (shuffled with ``mt_key`` / ``mt_pos``,
         stopped by the training-loss rule on ``epoch_state``); returns how many ran.
         ``block_grads``: a gradient buffer per block of rows in ``grads``, summed
-        (else one, each block making its share over the whole batch)."""
+        (else one, each block making its share over the whole batch; for sparse X,
+        without W_1's part but with a scratch block per thread, and ``index_ws``)."""
     def __getitem__(self, key: _Specialisation) -> _RunEpoch: ...
 
 class _LossGrad(Protocol):
@@ -169,3 +171,12 @@ def unit_split_size(
     d: int, H: int, k: int, batch_rows: int, n_blocks: int, n_threads: int, with_z: bool
 ) -> int:
     """Workspace length for a one-hidden-layer epoch cut by hidden units."""
+
+def sparse_batch_nnz(indptr: NDArray[np.int32], batch_size: int) -> int:
+    """A bound on the nonzeros of any batch of ``batch_size`` rows of a CSR matrix."""
+
+def sparse_step_sizes(
+    fan_in: int, fan_out: int, n_blocks: int, batch_nnz: int
+) -> tuple[int, int]:
+    """Per thread: gradient scratch values and index workspace length for a sparse
+    first layer in a fit whose blocks share one gradient."""

@@ -261,13 +261,21 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
     # ---- fitting -----------------------------------------------------------------
 
-    def _init_coef(self, fan_in, fan_out, dtype, random_state, activation):
-        # Glorot uniform; scikit-learn's draws in scikit-learn's order
+    def _init_coef(self, fan_in, fan_out, dtype, random_state, activation, out=None):
+        """Glorot uniform (coef, intercept); scikit-learn's draws in scikit-learn's
+        order, into ``out`` (two arrays) when given. The weights are drawn a few rows at
+        a time (RandomState draws one value after another, so the stream is the same):
+        a float32 layer of 20000 x 128 never has a float64 copy beside it."""
         factor = 2.0 if activation == "logistic" else 6.0
         bound = np.sqrt(factor / (fan_in + fan_out))
-        coef = random_state.uniform(-bound, bound, (fan_in, fan_out))
-        intercept = random_state.uniform(-bound, bound, fan_out)
-        return coef.astype(dtype, copy=False), intercept.astype(dtype, copy=False)
+        coef, intercept = out if out is not None else (
+            np.empty((fan_in, fan_out), dtype=dtype), np.empty(fan_out, dtype=dtype))
+        rows = max(1, 65536 // max(1, fan_out))
+        for start in range(0, fan_in, rows):
+            stop = min(fan_in, start + rows)
+            coef[start:stop] = random_state.uniform(-bound, bound, (stop - start, fan_out))
+        intercept[...] = random_state.uniform(-bound, bound, fan_out)
+        return coef, intercept
 
     def _initialize(self, y, layer_units, dtype, random_state):
         self.n_iter_ = 0
@@ -288,9 +296,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
             # a layer's scale follows the activation it feeds (the output layer: the
             # last hidden one's), which with one activation name is scikit-learn's rule
             activation = hidden[min(i, len(hidden) - 1)] if hidden else self.activation
-            coefs[i][...], intercepts[i][...] = self._init_coef(
-                layer_units[i], layer_units[i + 1], dtype, random_state, activation
-            )
+            self._init_coef(layer_units[i], layer_units[i + 1], dtype, random_state,
+                            activation, out=(coefs[i], intercepts[i]))
         self._set_params_buffer(params)
         # the weights of the best validation score, kept with early stopping only (as
         # scikit-learn's _best_coefs): a copy of the parameters is not free

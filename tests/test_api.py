@@ -524,3 +524,19 @@ def test_failed_warm_fit_with_early_stopping_keeps_the_best_weights(backend):
     assert max(epochs) > score   # the failed fit did find better weights
     assert_array_equal(est._best_params, best)
     assert est.best_validation_score_ == score
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_initial_weights_drawn_in_chunks_are_scikit_learns_draws(dtype):
+    """Large layers are drawn a few rows at a time: the same values as one draw of the
+    whole layer (scikit-learn's), then cast."""
+    fan_in, fan_out = 70000, 3     # 65536 // 3 rows a draw: 4 draws
+    ours = MLPClassifier()._init_coef(fan_in, fan_out, dtype, np.random.RandomState(5),
+                                      "relu")
+    rs = np.random.RandomState(5)
+    bound = np.sqrt(6.0 / (fan_in + fan_out))
+    coef = rs.uniform(-bound, bound, (fan_in, fan_out))
+    intercept = rs.uniform(-bound, bound, fan_out)
+    assert ours[0].dtype == dtype and ours[1].dtype == dtype
+    assert_array_equal(ours[0], coef.astype(dtype))
+    assert_array_equal(ours[1], intercept.astype(dtype))

@@ -31,7 +31,8 @@ def test_stub_declares_every_public_kernel():
     public = {name for name in vars(_kernels) if not name.startswith("_")
               and callable(getattr(_kernels, name))}
     assert declared - {"BUILD_FLAGS", "HAVE_OPENMP"} == public - functions == set(KERNELS)
-    assert functions == {"max_threads", "unit_split_size"} and functions <= public
+    assert functions == {"max_threads", "unit_split_size", "sparse_batch_nnz",
+                         "sparse_step_sizes"} and functions <= public
     assert "BUILD_FLAGS" in declared and isinstance(_kernels.BUILD_FLAGS, str)
     assert "HAVE_OPENMP" in declared and isinstance(_kernels.HAVE_OPENMP, bool)
 

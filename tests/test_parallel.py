@@ -99,6 +99,27 @@ def test_blocks_agree_with_one_block_on_sparse_input(blocks, gradients):
     assert_allclose(two._flat_params, one._flat_params, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("n_blocks", [2, 3])
+def test_shared_gradient_of_a_wide_sparse_first_layer(n_blocks, blocks, monkeypatch):
+    """300 features: each block's rows of W_1 span several 64-row chunks (the last one
+    short), made and stepped a chunk at a time. Agrees with the NumPy reference and
+    with block gradients, and gives the same bits on one thread."""
+    Xs = sp.random(203, 300, density=0.05, format="csr", random_state=4)
+    kwargs = dict(hidden_layer_sizes=(13,), alpha=1e-3)
+    ref = fit(MLPClassifier, y_multi, dict(kwargs, backend="numpy"), X_fit=Xs)
+    blocks(n_blocks)
+    monkeypatch.setattr(_threads, "FORCE_BLOCK_GRADS", True)
+    summed = fit(MLPClassifier, y_multi, kwargs, X_fit=Xs)
+    monkeypatch.setattr(_threads, "FORCE_BLOCK_GRADS", False)
+    shared = fit(MLPClassifier, y_multi, kwargs, X_fit=Xs)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        single = fit(MLPClassifier, y_multi, kwargs, X_fit=Xs)
+    for got in (summed, shared):
+        assert_allclose(got._flat_params, ref._flat_params, rtol=1e-10, atol=1e-12)
+        assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-10)
+    assert_array_equal(single._flat_params, shared._flat_params)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_same_bits_on_any_number_of_threads(case, blocks, gradients):
     """Three blocks on two threads (uneven shares), on one thread, and in a thread
@@ -270,7 +291,7 @@ def test_row_blocks_capped_by_gradient_memory(blocks, monkeypatch):
     blocks(25)   # forced (tests, benchmarks): as forced
     assert _threads.cap_row_blocks(25, 25, big, 4) == (25, 25)
     # and a fit takes it: on 64 cores, a sparse 20000-feature fit with block gradients
-    # gets 6 blocks; one that shares its gradient holds one buffer, and gets 25 blocks
+    # gets 6 blocks; one that shares its gradient holds no gradient of W_1, and gets 25
     blocks(None)
     monkeypatch.setattr(_threads, "usable_cores", lambda: 64)
     seen = []
@@ -280,17 +301,20 @@ def test_row_blocks_capped_by_gradient_memory(blocks, monkeypatch):
             block_grads=True):
         seen.append((n_blocks, by_units, block_grads))
         real(self, net, data, batch_rows, n_blocks, n_threads, by_units, block_grads)
-        seen.append(self.grads.size)
+        seen.append((self.grads.size, self.n_threads))
 
     monkeypatch.setattr(CythonBackend, "__init__", spy)
     X = sp.random(300, 20000, density=0.005, format="csr", random_state=0, dtype=np.float32)
     y = np.arange(300) % 10
     monkeypatch.setattr(_threads, "FORCE_BLOCK_GRADS", True)
     MLPClassifier(hidden_layer_sizes=(128,), max_iter=1, random_state=0).fit(X, y)
-    assert seen[-2:] == [(6, False, True), 6 * big]
+    assert seen[-2] == (6, False, True) and seen[-1][0] == 6 * big
     monkeypatch.setattr(_threads, "FORCE_BLOCK_GRADS", None)
     MLPClassifier(hidden_layer_sizes=(128,), max_iter=1, random_state=0).fit(X, y)
-    assert seen[-2:] == [(25, False, False), big]
+    # one gradient, less W_1's part, plus a 64-row scratch block of W_1 per thread
+    n_threads = seen[-1][1]
+    assert seen[-2] == (25, False, False)
+    assert seen[-1][0] == big - 20000 * 128 + n_threads * 64 * 128
 
 
 def test_block_gradients_rule(monkeypatch):
