@@ -133,6 +133,12 @@ cdef struct EpochLoop:
     double* totals     # per epoch: the sum over batches of batch loss x batch rows
     double* state      # best loss, epochs without improvement, epochs done
     int leave          # thread 0 says: no more epochs
+    double lr          # the learning rate of the epoch that runs (Adam: η before its
+                       # bias correction)
+    bint invscaling    # SGD's invscaling schedule: after each epoch, thread 0 sets
+    double lr_init     # lr = lr_init / (t + 1)^power_t, t the samples seen so far
+    double power_t
+    intp t
 
 
 cdef inline double seconds() noexcept nogil:
@@ -608,19 +614,23 @@ cdef inline intp sparse_index_size(intp fan_in, int B, intp batch_nnz) noexcept 
 
 
 def sparse_batch_nnz(const int[::1] indptr, intp batch_size):
-    """A bound on the nonzeros of any batch of ``batch_size`` rows of a CSR matrix:
-    batch_size times its longest row, or all its nonzeros if fewer."""
-    cdef intp r, longest = 0
-    for r in range(indptr.shape[0] - 1):
-        longest = max(longest, indptr[r + 1] - indptr[r])
-    return min(batch_size * longest, indptr[indptr.shape[0] - 1] - indptr[0]) \
-        if indptr.shape[0] > 0 else 0
+    """The most nonzeros a batch of ``batch_size`` distinct rows of a CSR matrix can
+    hold: its batch_size longest rows'. (It sizes sparse_rows_step's workspace, which
+    checks it: a batch with more, from repeated rows, is still stepped right.)"""
+    import numpy as np
+    lengths = np.diff(np.asarray(indptr, dtype=np.int64))
+    if lengths.size == 0 or batch_size <= 0:
+        return 0
+    k = min(batch_size, lengths.size)
+    return int(max(0, np.partition(lengths, lengths.size - k)[lengths.size - k:].sum()))
 
 
 def sparse_step_sizes(intp fan_in, intp fan_out, int n_blocks, intp batch_nnz):
     """``(scratch, index)``: the values of gradient scratch and of index workspace
     each thread of a fit that shares its gradient needs for a sparse first layer
     (fan_in x fan_out, batches of at most ``batch_nnz`` nonzeros, n_blocks blocks)."""
+    if n_blocks < 1 or fan_in < 0 or fan_out < 0 or batch_nnz < 0:
+        raise ValueError("n_blocks must be at least 1, and the sizes not negative")
     return SPARSE_CHUNK_ROWS * fan_out, sparse_index_size(fan_in, n_blocks, batch_nnz)
 
 
@@ -629,22 +639,26 @@ def sparse_step_sizes(intp fan_in, intp fan_out, int n_blocks, intp batch_nnz):
 @cython.cdivision(True)
 cdef double sparse_rows_step(const Net* net, const floating* X, const Targets* tg, intp m,
                              floating* params, const floating* dz, intp lo, intp hi,
-                             floating* scratch, intp* index, double sw_sum, int solver,
-                             floating* state_1, floating* state_2, double lr,
-                             double momentum, bint nesterov, double beta_1, double beta_2,
-                             double epsilon) noexcept nogil:
+                             floating* scratch, intp* index, intp index_len,
+                             double sw_sum, int solver, floating* state_1,
+                             floating* state_2, double lr, double momentum, bint nesterov,
+                             double beta_1, double beta_2, double epsilon) noexcept nogil:
     """Rows [lo, hi) of a sparse first layer's W_1, gradient and step, SPARSE_CHUNK_ROWS
     rows at a time: the batch's nonzeros in columns [lo, hi) are sorted by chunk
     (a counting sort into ``index``: the counts, then (nonzero, batch row) pairs),
     and for each chunk the rows' gradient is scattered into ``scratch`` and stepped
     while it is in cache. Each row of W_1 adds its nonzeros in batch order, as one
-    scatter over the batch would; no gradient the size of W_1 is stored. Returns
-    Σ w² of the rows before the step."""
+    scatter over the batch would; no gradient the size of W_1 is stored. A batch with
+    more nonzeros than ``index`` (``index_len`` values) has room for, which only rows
+    repeated in the epoch's order can make, is scattered chunk by chunk from the
+    batch's rows instead. Returns Σ w² of the rows before the step."""
     cdef intp fan_out = net.units[1], CH = SPARSE_CHUNK_ROWS
     cdef intp n_chunks = (hi - lo + CH - 1) // CH
     cdef intp* counts = index
     cdef intp* pairs = index + n_chunks + 1
+    cdef intp capacity = (index_len - n_chunks - 1) // 2
     cdef intp i, p, r, c, k, q, start, c0, c1, off
+    cdef bint sorted_pairs
     cdef double sq = 0, part
     memset(counts, 0, (n_chunks + 1) * sizeof(intp))
     for i in range(m):
@@ -655,8 +669,9 @@ cdef double sparse_rows_step(const Net* net, const floating* X, const Targets* t
                 counts[(c - lo) // CH + 1] += 1
     for k in range(n_chunks):
         counts[k + 1] += counts[k]
+    sorted_pairs = counts[n_chunks] <= capacity
     # counts[k]: where chunk k's pairs begin, advanced to where they end
-    for i in range(m):
+    for i in range(m if sorted_pairs else 0):
         r = row_of(tg, i)
         for p in range(net.indptr[r], net.indptr[r + 1]):
             c = net.indices[p]
@@ -671,11 +686,20 @@ cdef double sparse_rows_step(const Net* net, const floating* X, const Targets* t
         c0 = lo + k * CH
         c1 = min(c0 + CH, hi)
         memset(scratch, 0, (c1 - c0) * fan_out * sizeof(floating))
-        for q in range(start, counts[k]):
-            p = pairs[2 * q]
-            axpy(<int> fan_out, X[p], dz + pairs[2 * q + 1] * fan_out,
-                 scratch + (net.indices[p] - c0) * fan_out)
-        start = counts[k]
+        if sorted_pairs:
+            for q in range(start, counts[k]):
+                p = pairs[2 * q]
+                axpy(<int> fan_out, X[p], dz + pairs[2 * q + 1] * fan_out,
+                     scratch + (net.indices[p] - c0) * fan_out)
+            start = counts[k]
+        else:
+            for i in range(m):
+                r = row_of(tg, i)
+                for p in range(net.indptr[r], net.indptr[r + 1]):
+                    c = net.indices[p]
+                    if c0 <= c < c1:
+                        axpy(<int> fan_out, X[p], dz + i * fan_out,
+                             scratch + (c - c0) * fan_out)
         off = net.coef_off[0] + c0 * fan_out
         step_range(params + off, scratch, <const floating*> NULL, state_1 + off,
                    state_2 + off if state_2 != NULL else NULL, (c1 - c0) * fan_out,
@@ -690,7 +714,7 @@ cdef double sparse_rows_step(const Net* net, const floating* X, const Targets* t
 cdef void block_step(const Net* net, const floating* X, const Targets* tg, intp m,
                      floating* params, const floating* acts, const floating* deltas,
                      const floating* xbuf, floating* grads, floating* scratch,
-                     intp* index, int blk, int B, double sw_sum, int solver,
+                     intp* index, intp index_len, int blk, int B, double sw_sum, int solver,
                      floating* state_1, floating* state_2, double lr, double momentum,
                      bint nesterov, double beta_1, double beta_2, double epsilon,
                      double* sq) noexcept nogil:
@@ -720,8 +744,8 @@ cdef void block_step(const Net* net, const floating* X, const Targets* tg, intp 
         off = net.coef_off[l] + lo * fan_out
         if hi > lo and l == 0 and net.sparse:
             sq[0] += sparse_rows_step(net, X, tg, m, params, dz, lo, hi, scratch, index,
-                                      sw_sum, solver, state_1, state_2, lr, momentum,
-                                      nesterov, beta_1, beta_2, epsilon)
+                                      index_len, sw_sum, solver, state_1, state_2, lr,
+                                      momentum, nesterov, beta_1, beta_2, epsilon)
         elif hi > lo:
             h_prev = layer_input(net, X, tg, acts, xbuf, l)
             # columns [lo, hi) of H_prev, transposed, times dz
@@ -809,6 +833,10 @@ cdef inline void epoch_ends(EpochLoop* loop, intp e, double total, bint cut_shor
         loop.leave = 1
         return
     loop.totals[e] = total
+    loop.t += loop.n_rows
+    if loop.invscaling:
+        # the estimators' SGD iteration_ends(t_), in the same double arithmetic
+        loop.lr = loop.lr_init / pow(<double> (loop.t + 1), loop.power_t)
     if e + 1 >= loop.n_epochs:
         loop.leave = 1
     if loop.state == NULL:
@@ -830,7 +858,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                        intp batch_size, int n_blocks, floating* params,
                        floating* grads, floating* acts, floating* deltas,
                        floating* xbuf, floating* zs, floating* masks, intp n_params,
-                       int solver, floating* state_1, floating* state_2, double lr,
+                       int solver, floating* state_1, floating* state_2,
                        double momentum, bint nesterov, double beta_1, double beta_2,
                        double epsilon, intp* t, intp* off_all, double* parts,
                        double* total, int* stop, EpochLoop* loop,
@@ -911,7 +939,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                 pb_barrier()
             batch.start = start
             sw_sum = batch_weight(sw, &batch, m)
-            lr_t = step_size(solver, lr, beta_1, beta_2, &steps)
+            lr_t = step_size(solver, loop.lr, beta_1, beta_2, &steps)
             if whole:
                 sl = tid
                 while sl < n_slices:
@@ -930,7 +958,8 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                 for blk in range(first, last):
                     block_step(net, X, &batch, m, params, acts, deltas, xbuf, grads,
                                scratch_all + tid * scratch_len,
-                               index_all + tid * index_len, blk, n_blocks, sw_sum,
+                               index_all + tid * index_len, index_len, blk, n_blocks,
+                               sw_sum,
                                solver, state_1, state_2, lr_t, momentum, nesterov, beta_1,
                                beta_2, epsilon, &sq_parts[blk])
             if tid == 0 and signal_due(&last_check):
@@ -972,7 +1001,8 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
               intp n_epochs=1, double[::1] totals=None, unsigned int[::1] mt_key=None,
               intp[::1] mt_pos=None, double tol=0.0, double patience=0.0,
               double[::1] epoch_state=None, bint block_grads=True,
-              intp[::1] index_ws=None):
+              intp[::1] index_ws=None, bint invscaling=False, double lr_init=0.0,
+              double power_t=0.0, intp t_start=0):
     """One epoch of minibatch updates over ``rows`` (or rows 0..n_rows-1 when empty).
 
     ``zs`` (z of every layer) is needed when an activation's derivative reads z;
@@ -1004,7 +1034,9 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     one-epoch call returns) and the training-loss stopping rule runs on
     ``epoch_state`` = [best loss, epochs without improvement, epochs done] with
     ``tol``: the epochs end once the count exceeds ``patience``. On Ctrl-C,
-    ``epoch_state[2]`` tells how many epochs were whole.
+    ``epoch_state[2]`` tells how many epochs were whole. With ``invscaling`` (SGD, and
+    ``totals``), the learning rate starts at ``lr`` and after each epoch becomes
+    lr_init / (t + 1)^power_t, t counting the rows of every epoch from ``t_start``.
     """
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
                             alpha, indices, indptr)
@@ -1017,7 +1049,8 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     cdef int stop = 0
     cdef EpochLoop loop
     cdef pb_mt mt
-    cdef bint shared_sparse
+    cdef bint shared_sparse, w1_first
+    cdef intp l
     cdef floating* scratch_ptr = NULL
     cdef intp* index_ptr = NULL
     cdef intp scratch_len = 0, index_len = 0
@@ -1029,18 +1062,26 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
         raise ValueError("the optimizer state holds fewer values than params")
     n_threads = min(n_threads, n_blocks)
     epoch_loop(&loop, &mt, rows, n_rows, n_epochs, totals, mt_key, mt_pos, tol, patience,
-               epoch_state, &total)
+               epoch_state, &total, lr, invscaling, lr_init, power_t, t_start)
     tg.rows = &rows[0] if rows.shape[0] > 0 else NULL
     tg.start = 0
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
     if split_ws is not None:
         # grads, acts, deltas, xbuf, zs and masks are not read: the workspace holds all
         run_unit_split(&net, X, Y, sw, &tg, n_rows, batch_size, n_blocks, n_threads,
-                       params, split_ws, solver, state_1, state_2, lr, momentum, nesterov,
+                       params, split_ws, solver, state_1, state_2, momentum, nesterov,
                        beta_1, beta_2, epsilon, step_count, keep.shape[0] > 0, &loop)
         return total if totals is None else <intp> epoch_state[2]
     shared_sparse = net.sparse and not block_grads and n_blocks > 1
     if shared_sparse:
+        # grads holds no room for W_1, which must come first in the flat layout
+        w1_first = net.coef_off[0] == 0
+        for l in range(net.n_layers):
+            w1_first = w1_first and net.inter_off[l] >= net.units[0] * net.units[1] and (
+                l == 0 or net.coef_off[l] >= net.units[0] * net.units[1])
+        if not w1_first:
+            raise ValueError("a shared gradient with sparse X needs W_1 first in the "
+                             "parameter layout")
         scratch_len, index_len = sparse_step_sizes(
             net.units[0], net.units[1], n_blocks,
             sparse_batch_nnz(indptr, batch_size))
@@ -1070,7 +1111,7 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
             _epoch_share(&net, &X[0], cptr_or_null(Y), cptr_or_null(sw), &tg, n_rows,
                          batch_size, n_blocks, &params[0], &grads[0], &acts[0],
                          &deltas[0], ptr_or_null(xbuf), ptr_or_null(zs), mask_ptr,
-                         params.shape[0], solver, &state_1[0], ptr_or_null(state_2), lr,
+                         params.shape[0], solver, &state_1[0], ptr_or_null(state_2),
                          momentum, nesterov, beta_1, beta_2, epsilon, &step_count[0],
                          off_all, parts, &total, &stop, &loop, block_grads,
                          scratch_ptr, index_ptr, scratch_len, index_len)
@@ -1085,10 +1126,16 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
 cdef int epoch_loop(EpochLoop* loop, pb_mt* mt, const intp[::1] rows, intp n_rows,
                     intp n_epochs, double[::1] totals, unsigned int[::1] mt_key,
                     intp[::1] mt_pos, double tol, double patience,
-                    double[::1] epoch_state, double* total) except -1:
+                    double[::1] epoch_state, double* total, double lr, bint invscaling,
+                    double lr_init, double power_t, intp t_start) except -1:
     """Check run_epoch's epoch arguments and fill ``loop`` with them: with ``totals``
     None, one epoch whose loss sum goes to ``total``."""
     loop.n_epochs = n_epochs
+    loop.lr = lr
+    loop.invscaling = invscaling
+    loop.lr_init = lr_init
+    loop.power_t = power_t
+    loop.t = t_start
     loop.rows = NULL
     loop.n_rows = n_rows
     loop.mt = NULL
@@ -1098,8 +1145,9 @@ cdef int epoch_loop(EpochLoop* loop, pb_mt* mt, const intp[::1] rows, intp n_row
     loop.state = NULL
     loop.totals = total
     if totals is None:
-        if n_epochs != 1 or mt_key is not None or epoch_state is not None:
-            raise ValueError("several epochs, a shuffle or a stopping rule need totals")
+        if n_epochs != 1 or mt_key is not None or epoch_state is not None or invscaling:
+            raise ValueError("several epochs, a shuffle, a stopping rule or a learning-"
+                             "rate schedule need totals")
         return 0
     if n_epochs < 1 or totals.shape[0] < n_epochs:
         raise ValueError("totals must hold n_epochs >= 1 values")
@@ -1125,7 +1173,7 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
                            const floating[::1] sw, Targets* tg, intp n_rows,
                            intp batch_size, int n_blocks, int n_threads,
                            floating[::1] params, floating[::1] ws, int solver,
-                           floating[::1] state_1, floating[::1] state_2, double lr,
+                           floating[::1] state_1, floating[::1] state_2,
                            double momentum, bint nesterov, double beta_1, double beta_2,
                            double epsilon, intp[::1] step_count, bint dropout,
                            EpochLoop* loop):
@@ -1150,7 +1198,7 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
         with nogil, parallel(num_threads=n_threads):
             _unit_share(net, &X[0], cptr_or_null(Y), cptr_or_null(sw), tg, n_rows,
                         batch_size, n_blocks, &params[0], &ws[0], solver, &state_1[0],
-                        ptr_or_null(state_2), lr, momentum, nesterov, beta_1, beta_2,
+                        ptr_or_null(state_2), momentum, nesterov, beta_1, beta_2,
                         epsilon, &step_count[0], sq_parts, &total, stop, loop)
     finally:
         PyMem_Free(sq_parts)
@@ -1285,7 +1333,7 @@ cdef void pack_unit_blocks(const Net* net, floating* ws, intp m, int B, int firs
 cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                       const floating* sw, const Targets* tg_all, intp n_rows,
                       intp batch_size, int n_blocks, floating* params, floating* ws,
-                      int solver, floating* state_1, floating* state_2, double lr,
+                      int solver, floating* state_1, floating* state_2,
                       double momentum, bint nesterov, double beta_1, double beta_2,
                       double epsilon, intp* t, double* sq_parts, double* total,
                       int* stop, EpochLoop* loop) noexcept nogil:
@@ -1390,7 +1438,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             # the loss is thread 0's to add up
             loss = output_loss(net, &tg, m, out, Y, sw, dz, tid == 0)
             sw_sum = batch_weight(sw, &tg, m)
-            lr_t = step_size(solver, lr, beta_1, beta_2, &steps)
+            lr_t = step_size(solver, loop.lr, beta_1, beta_2, &steps)
             if tid == 0:
                 sq = 0
                 for j in range(n_blocks):

@@ -122,11 +122,18 @@ class Data:
 class EpochRun:
     """Several epochs in one kernel call (``CythonBackend.run_epoch(..., epochs=)``):
     the shuffle's MT19937 state (a copy of ``RandomState.get_state()``'s, or None for
-    no shuffle), the training-loss stopping rule's state, and the loss sum of each
-    epoch run, which the kernel fills in."""
+    no shuffle), the training-loss stopping rule's state, SGD's invscaling schedule,
+    and the loss sum of each epoch run, which the kernel fills in."""
 
-    def __init__(self, n_epochs, mt_state, tol, patience, best_loss, no_improvement):
+    def __init__(self, n_epochs, mt_state, tol, patience, best_loss, no_improvement,
+                 optimizer=None, t_start=0):
         self.totals = np.zeros(n_epochs)
+        # SGD's invscaling schedule, run by the kernel after each epoch from the
+        # samples seen so far (the estimator's t_)
+        self.invscaling = getattr(optimizer, "lr_schedule", None) == "invscaling"
+        self.lr_init = float(optimizer.learning_rate_init) if self.invscaling else 0.0
+        self.power_t = float(optimizer.power_t) if self.invscaling else 0.0
+        self.t_start = int(t_start)
         self.state = np.array([best_loss, no_improvement, 0.0])
         self.tol = float(tol)
         self.patience = float(patience)
@@ -225,6 +232,8 @@ class CythonBackend:
                     len(epochs.totals), epochs.totals, epochs.key, epochs.pos, epochs.tol,
                     epochs.patience, epochs.state)),
                 self.block_grads, self.index_ws,
+                *((False, 0.0, 0.0, 0) if epochs is None else (
+                    epochs.invscaling, epochs.lr_init, epochs.power_t, epochs.t_start)),
             )
         finally:
             opt.steps_taken(int(steps[0]))

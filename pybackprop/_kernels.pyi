@@ -68,6 +68,10 @@ class _RunEpoch(Protocol):
         epoch_state: NDArray[np.float64] | None = ...,
         block_grads: bool = ...,
         index_ws: NDArray[np.intp] | None = ...,
+        invscaling: bool = ...,
+        lr_init: float = ...,
+        power_t: float = ...,
+        t_start: int = ...,
     ) -> float:
         """One epoch of minibatch updates; returns Σ batch_loss · batch_rows. With
         ``totals``, up to ``n_epochs`` epochs (shuffled with ``mt_key`` / ``mt_pos``,

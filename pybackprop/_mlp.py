@@ -646,11 +646,12 @@ class BaseMultilayerPerceptron(BaseEstimator):
                             early_stopping, incremental):
         """Whether the kernel can run the epochs, many per call: where nothing in
         Python needs to run between them (no callbacks, printing, validation, dropout
-        seeds, learning-rate schedule, or partial_fit) and the shuffle draws from
-        MT19937, which the kernel runs on a copy of random_state's state."""
+        seeds, adaptive learning rate, or partial_fit; SGD's invscaling schedule runs
+        in the kernel) and the shuffle draws from MT19937, which the kernel runs on a
+        copy of random_state's state."""
         if (not getattr(backend, "runs_epochs", False) or dropout or early_stopping
                 or incremental or self.verbose or self.callbacks is not None
-                or getattr(optimizer, "lr_schedule", "constant") != "constant"
+                or getattr(optimizer, "lr_schedule", "constant") == "adaptive"
                 or not isinstance(self.best_loss_, Real)):
             return False
         return not self.shuffle or (
@@ -677,7 +678,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         mt_state = random_state.get_state(legacy=False) if self.shuffle else None
         run = _backend.EpochRun(n_epochs, None if mt_state is None else mt_state["state"],
                                 self.tol, self.n_iter_no_change, self.best_loss_,
-                                self._no_improvement_count)
+                                self._no_improvement_count, optimizer, self.t_)
         rows = sample_idx if self.shuffle else None
         try:
             backend.run_epoch(params, rows, n_train, batch_size, optimizer, epochs=run)

@@ -147,6 +147,12 @@ FITS = {
     "sparse-shared-gradient": (MLPClassifier, y_multi, dict(sparse=True,
                                                             block_grads=False)),
     "float32": (MLPRegressor, y_reg, dict(dtype=np.float32)),
+    # SGD's invscaling schedule, run in the kernel after each epoch
+    "sgd-invscaling": (MLPClassifier, y_multi, dict(solver="sgd", learning_rate="invscaling",
+                                                    learning_rate_init=0.2, power_t=0.3)),
+    "sgd-invscaling-five-per-call": (MLPRegressor, y_reg, dict(
+        solver="sgd", learning_rate="invscaling", learning_rate_init=0.05, per_call=5,
+        hidden_layer_sizes=(8, 5))),
     # 5 epochs per kernel call: the calls' boundaries, and the rule stopping at one
     "five-per-call": (MLPClassifier, y_multi, dict(per_call=5)),
     "five-per-call-stops": (MLPClassifier, y_multi, dict(per_call=5, tol=1e-2,
@@ -191,6 +197,7 @@ def test_fit_in_one_call_is_the_fit_epoch_by_epoch(case, n_blocks, one_call_per_
     assert one._no_improvement_count == each._no_improvement_count
     assert_array_equal(one._flat_params, each._flat_params)
     assert one._optimizer.t == each._optimizer.t
+    assert one._optimizer.learning_rate == each._optimizer.learning_rate
     assert warned_one == warned_each
     assert rs_one.randint(2**31) == rs_each.randint(2**31)
     if "stops" in case:
@@ -198,8 +205,8 @@ def test_fit_in_one_call_is_the_fit_epoch_by_epoch(case, n_blocks, one_call_per_
 
 
 def test_partial_fit_and_callbacks_keep_one_call_per_epoch(monkeypatch):
-    """partial_fit, callbacks, verbose, early stopping, dropout and the adaptive and
-    invscaling schedules run one call per epoch."""
+    """partial_fit, callbacks, verbose, early stopping, dropout and the adaptive
+    schedule run one call per epoch; the invscaling schedule runs in the kernel."""
     calls = []
     run_epoch = CythonBackend.run_epoch
 
@@ -220,11 +227,13 @@ def test_partial_fit_and_callbacks_keep_one_call_per_epoch(monkeypatch):
         monkeypatch.setattr(BaseMultilayerPerceptron, "_EPOCHS_PER_CALL", 256)
         for extra in (dict(callbacks=lambda est, info: False), dict(early_stopping=True),
                       dict(solver="sgd", learning_rate="adaptive"),
-                      dict(solver="sgd", learning_rate="invscaling"),
                       dict(dropout=0.2)):
             calls.clear()
             MLPClassifier(**small, **extra).fit(X, y_multi)
             assert calls == [False] * 3, extra
+        calls.clear()
+        MLPClassifier(**small, solver="sgd", learning_rate="invscaling").fit(X, y_multi)
+        assert calls == [True]
         calls.clear()
         MLPClassifier(**small).partial_fit(X, y_multi, classes=[0, 1, 2])
         assert calls == [False]
@@ -302,3 +311,36 @@ def test_interrupt_as_a_call_returns_is_not_lost(monkeypatch):
                            n_iter_no_change=10**6, random_state=0).fit(X, y_reg)
     assert est.n_iter_ == 4 and len(est.loss_curve_) == 4
     assert "Training interrupted by user." in [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("n_blocks", [1, 2])
+def test_invscaling_in_the_kernel_continues_a_warm_start(n_blocks, one_call_per_epoch,
+                                                         monkeypatch):
+    """A warm-started SGD fit with the invscaling schedule starts from the samples seen
+    (t_): the kernel's rates after each epoch are the estimator's, to the bit, and
+    they did fall."""
+    monkeypatch.setattr(_threads, "FORCE_BLOCKS", n_blocks)
+    params = dict(hidden_layer_sizes=(9,), batch_size=64, max_iter=4, tol=0.0,
+                  n_iter_no_change=10**6, solver="sgd", learning_rate="invscaling",
+                  learning_rate_init=0.3, power_t=0.7, warm_start=True, random_state=3)
+
+    def two_fits():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est = MLPClassifier(**params).fit(X, y_multi)
+            first = est._optimizer.learning_rate
+            est.fit(X, y_multi)
+        return est, first
+
+    one, first_one = two_fits()
+    enter, leave = one_call_per_epoch
+    enter()
+    each, first_each = two_fits()
+    leave()
+    n = X.shape[0]
+    assert first_one == first_each == 0.3 / (4 * n + 1) ** 0.7
+    assert one._optimizer.learning_rate == each._optimizer.learning_rate \
+        == 0.3 / (8 * n + 1) ** 0.7
+    assert one.t_ == each.t_ == 8 * n
+    assert one.loss_curve_ == each.loss_curve_
+    assert_array_equal(one._flat_params, each._flat_params)

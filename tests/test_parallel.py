@@ -450,3 +450,70 @@ def test_cut_by_units_stays_inside_its_workspace(activation, n_threads):
         assert (room[size + spare:] == 12345.0).all()
         results.append(params)
     assert_array_equal(results[0], results[1])
+
+
+def _shared_sparse_backend(X_csr, y, n_blocks=2):
+    d = X_csr.shape[1]
+    lay = Layout([d, 4, 3])
+    net = Net(lay, "relu", "softmax", "log_loss", 1e-3)
+    data = Data(X_csr, np.eye(3)[y], None, True, np.float64)
+    return lay, net, data, CythonBackend(net, data, X_csr.shape[0], n_blocks=n_blocks,
+                                         block_grads=False)
+
+
+def test_shared_sparse_step_with_repeated_rows_stays_in_its_workspace():
+    """The index workspace is sized for batches of distinct rows; an epoch order that
+    repeats the longest row (a hand-made call) holds more nonzeros, and is stepped
+    chunk by chunk from the batch's rows instead: nothing written past the workspace,
+    and the same step as with block gradients."""
+    from pybackprop._optim import SGDState
+
+    n, d = 64, 300
+    lil = sp.lil_matrix((n, d))
+    lil[0, :] = 1.0
+    lil[1:, 5] = 2.0
+    Xs = lil.tocsr()
+    y = np.arange(n) % 3
+    rows = np.zeros(n, dtype=np.intp)   # row 0, 64 times: 19200 nonzeros in a batch
+    results = []
+    for shared in (True, False):
+        lay, net, data, backend = _shared_sparse_backend(Xs, y)
+        guard = 1 << 12
+        if shared:
+            padded = np.full(backend.index_ws.size + guard, -7, dtype=np.intp)
+            backend.index_ws = padded[:backend.index_ws.size]
+        else:
+            backend.block_grads = True
+            backend.grads = np.empty(2 * lay.n_params)
+        params = np.random.RandomState(0).normal(size=lay.n_params) * 0.1
+        opt = SGDState(lay.n_params, np.float64, 0.1, "constant", 0.0, False, 0.5)
+        backend.run_epoch(params, rows.copy(), n, n, opt)
+        if shared:
+            assert (padded[backend.index_ws.size:] == -7).all()
+        results.append(params)
+    assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-14)
+
+
+def test_shared_sparse_step_checks_its_sizes_and_layout():
+    with pytest.raises(ValueError, match="n_blocks must be at least 1"):
+        _kernels.sparse_step_sizes(10, 4, 0, 5)
+    with pytest.raises(ValueError, match="not negative"):
+        _kernels.sparse_step_sizes(10, 4, 2, -1)
+    # the bound: the batch_size longest rows, whatever batch_size
+    indptr = np.array([0, 3, 3, 10, 11], dtype=np.int32)   # rows of 3, 0, 7, 1
+    assert _kernels.sparse_batch_nnz(indptr, 2) == 10
+    assert _kernels.sparse_batch_nnz(indptr, 2**62) == 11
+    # grads holds no room for W_1: a layout with b_1 before W_1 is refused
+    from pybackprop._optim import SGDState
+
+    Xs = sp.random(64, 100, density=0.2, format="csr", random_state=0)
+    lay, net, data, backend = _shared_sparse_backend(Xs, np.arange(64) % 3)
+    h, d, k = 4, 100, 3
+    static = list(backend._epoch_args()[0])
+    static[1] = np.array([h, h + d * h], dtype=np.intp)            # W_1, W_2
+    static[2] = np.array([0, h + d * h + h * k], dtype=np.intp)    # b_1 first, b_2
+    backend._epoch_static = (tuple(static), backend.net.keep)
+    params = np.zeros(lay.n_params)
+    opt = SGDState(lay.n_params, np.float64, 0.1, "constant", 0.0, False, 0.5)
+    with pytest.raises(ValueError, match="W_1 first"):
+        backend.run_epoch(params, None, 64, 64, opt)
