@@ -244,11 +244,48 @@ cdef int check_sizes(const Net* net, intp n_params, intp x_len, intp n_rows) exc
     """The buffers the Python layer hands over are as long as the layer tables say:
     every parameter, and for dense X, n_rows rows of units[0] values (the kernels run
     without bounds checks)."""
-    cdef intp L = net.n_layers
-    if n_params < net.inter_off[L - 1] + net.units[L]:
-        raise ValueError("params holds fewer values than the layers have parameters")
+    cdef intp L = net.n_layers, l
+    for l in range(L):
+        if (net.coef_off[l] < 0 or net.inter_off[l] < 0
+                or net.coef_off[l] + net.units[l] * net.units[l + 1] > n_params
+                or net.inter_off[l] + net.units[l + 1] > n_params):
+            raise ValueError("params holds fewer values than the layers have parameters")
     if not net.sparse and x_len < n_rows * net.units[0]:
         raise ValueError("X holds fewer than n_rows rows of units[0] values")
+    return 0
+
+
+cdef int check_rows(const Net* net, const intp[::1] rows, intp n_rows, intp x_len,
+                    const int[::1] indptr, const floating[::1] Y, const intp[::1] labels,
+                    const floating[::1] sw) except -1:
+    """The rows an epoch reads (``rows``, or 0..n_rows-1 when it is empty) all lie in X,
+    and in the targets and sample weights that are given; a sparse X's row pointers
+    do not go down and stay inside its values."""
+    cdef intp n = x_len // net.units[0] if not net.sparse and net.units[0] > 0 else 0
+    cdef intp k = net.units[net.n_layers], i, r
+    if net.sparse:
+        n = indptr.shape[0] - 1
+        for i in range(n):
+            if indptr[i + 1] < indptr[i]:
+                raise ValueError("indptr goes down")
+        if n >= 0 and (indptr[0] < 0 or indptr[n] > x_len):
+            raise ValueError("indptr points outside X's values")
+    if Y.shape[0] > 0:
+        n = min(n, Y.shape[0] // k)
+    if labels.shape[0] > 0:
+        n = min(n, labels.shape[0])
+    if sw.shape[0] > 0:
+        n = min(n, sw.shape[0])
+    if rows.shape[0] == 0:
+        if n_rows > n:
+            raise ValueError("n_rows is more than the rows of X, y or sample_weight")
+        return 0
+    if rows.shape[0] < n_rows:
+        raise ValueError("rows holds fewer than n_rows rows")
+    for i in range(n_rows):
+        r = rows[i]
+        if r < 0 or r >= n:
+            raise ValueError("rows holds a row outside X, y or sample_weight")
     return 0
 
 
@@ -828,15 +865,20 @@ cdef inline void epoch_ends(EpochLoop* loop, intp e, double total, bint cut_shor
     _update_no_improvement_count on the training loss), in the same double arithmetic,
     so that the Python layer, replaying the recorded losses, stops at the same epoch.
     An epoch that Ctrl-C cut short is not recorded."""
-    cdef double loss
+    cdef double loss, scale
     if cut_short:
         loop.leave = 1
         return
     loop.totals[e] = total
     loop.t += loop.n_rows
     if loop.invscaling:
-        # the estimators' SGD iteration_ends(t_), in the same double arithmetic
-        loop.lr = loop.lr_init / pow(<double> (loop.t + 1), loop.power_t)
+        # the estimators' SGD iteration_ends(t_), in the same double arithmetic;
+        # where (t + 1)^power_t overflows, Python raises OverflowError as it replays
+        # this epoch: no epoch follows
+        scale = pow(<double> (loop.t + 1), loop.power_t)
+        if not isfinite(scale):
+            loop.leave = 1
+        loop.lr = loop.lr_init / scale
     if e + 1 >= loop.n_epochs:
         loop.leave = 1
     if loop.state == NULL:
@@ -1056,7 +1098,10 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     cdef intp scratch_len = 0, index_len = 0
     if n_blocks < 1 or n_threads < 1:
         raise ValueError("n_blocks and n_threads must be at least 1")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
     check_sizes(&net, params.shape[0], X.shape[0], n_rows)
+    check_rows(&net, rows, n_rows, X.shape[0], indptr, Y, labels, sw)
     if state_1.shape[0] < params.shape[0] or (solver == ADAM
                                               and state_2.shape[0] < params.shape[0]):
         raise ValueError("the optimizer state holds fewer values than params")

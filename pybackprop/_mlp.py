@@ -654,6 +654,16 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 or getattr(optimizer, "lr_schedule", "constant") == "adaptive"
                 or not isinstance(self.best_loss_, Real)):
             return False
+        if getattr(optimizer, "lr_schedule", None) == "invscaling":
+            try:
+                rate = (float(optimizer.learning_rate_init)
+                        / (self.t_ + 1) ** optimizer.power_t)
+            except OverflowError:
+                return False
+            if not isinstance(rate, float):
+                # a power_t that makes iteration_ends' rate a float32 (or a
+                # longdouble): the kernel's rate, in double, would not be the estimator's
+                return False
         return not self.shuffle or (
             random_state.get_state(legacy=False).get("bit_generator") == "MT19937"
             and n_train < 2**32)

@@ -108,8 +108,10 @@ def test_kernel_rejects_bad_epoch_arguments():
     with pytest.raises(ValueError, match="MT19937 state"):
         backend.run_epoch(params, rows, 40, 32, opt, epochs=run)
     run.key = np.zeros(624, dtype=np.uint32)
-    with pytest.raises(ValueError, match="all n_rows"):
+    with pytest.raises(ValueError, match="fewer than n_rows"):
         backend.run_epoch(params, rows[:20], 40, 32, opt, epochs=run)
+    with pytest.raises(ValueError, match="all n_rows"):   # the shuffle permutes them all
+        backend.run_epoch(params, np.r_[rows, rows[:5]], 40, 32, opt, epochs=run)
     run.totals = run.totals[:0]
     with pytest.raises(ValueError, match="totals"):
         backend.run_epoch(params, rows, 40, 32, opt, epochs=run)
@@ -344,3 +346,35 @@ def test_invscaling_in_the_kernel_continues_a_warm_start(n_blocks, one_call_per_
     assert one.t_ == each.t_ == 8 * n
     assert one.loss_curve_ == each.loss_curve_
     assert_array_equal(one._flat_params, each._flat_params)
+
+
+def test_invscaling_edge_cases_match_one_call_per_epoch(one_call_per_epoch):
+    """A float32 power_t (whose rate iteration_ends computes in float32) and a power_t
+    whose (t + 1)^power_t overflows (OverflowError as the first epoch ends) give what
+    one call per epoch gives."""
+    base = dict(hidden_layer_sizes=(7,), batch_size=64, max_iter=5, tol=0.0,
+                n_iter_no_change=10**6, solver="sgd", learning_rate="invscaling",
+                learning_rate_init=0.1, momentum=0.9, random_state=0)
+
+    def fit(**kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est = MLPClassifier(**base, **kw)
+            try:
+                est.fit(X, y_multi)
+            except OverflowError:
+                return est, "overflow"
+        return est, None
+
+    enter, leave = one_call_per_epoch
+    for kw in (dict(power_t=np.float32(0.7)), dict(power_t=200.0)):
+        one, raised_one = fit(**kw)
+        enter()
+        each, raised_each = fit(**kw)
+        leave()
+        assert raised_one == raised_each
+        if raised_one is None:
+            assert one.loss_curve_ == each.loss_curve_
+            assert_array_equal(one._flat_params, each._flat_params)
+            assert one._optimizer.learning_rate == each._optimizer.learning_rate
+    assert raised_one == "overflow"

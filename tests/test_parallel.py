@@ -517,3 +517,43 @@ def test_shared_sparse_step_checks_its_sizes_and_layout():
     opt = SGDState(lay.n_params, np.float64, 0.1, "constant", 0.0, False, 0.5)
     with pytest.raises(ValueError, match="W_1 first"):
         backend.run_epoch(params, None, 64, 64, opt)
+
+
+def test_run_epoch_checks_rows_batch_size_layout_and_indptr():
+    """What a hand-made run_epoch call could get wrong is refused before any thread
+    starts: rows outside X, y or sample_weight, a batch size below 1, a layer table
+    reaching past params, a sparse X whose row pointers go down or past its values."""
+    from pybackprop._optim import SGDState
+
+    lay, net, backend = _backend(2)
+    params = np.random.RandomState(0).normal(size=lay.n_params) * 0.1
+    opt = SGDState(lay.n_params, np.float64, 0.1, "constant", 0.0, False, 0.5)
+    with pytest.raises(ValueError, match="rows holds a row outside"):
+        backend.run_epoch(params, np.array([0, 5, 100000]), 3, 2, opt)
+    with pytest.raises(ValueError, match="rows holds a row outside"):
+        backend.run_epoch(params, np.array([0, -1]), 2, 2, opt)
+    with pytest.raises(ValueError, match="fewer than n_rows rows"):
+        backend.run_epoch(params, None, 204, 64, opt)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        backend.run_epoch(params, None, 203, 0, opt)
+    static = list(backend._epoch_args()[0])
+    static[1] = np.array([0, lay.n_params - 4], dtype=np.intp)   # W_2 past the end
+    backend._epoch_static = (tuple(static), backend.net.keep)
+    with pytest.raises(ValueError, match="fewer values than the layers"):
+        backend.run_epoch(params, None, 203, 64, opt)
+    # sparse: indptr going down, or past the values
+    Xs = sp.random(64, 100, density=0.2, format="csr", random_state=0)
+    for bad in ("down", "past"):
+        lay, net, data, backend = _shared_sparse_backend(Xs, np.arange(64) % 3)
+        values, indices, indptr, Y, labels, sw = data.for_kernels()
+        indptr = indptr.copy()
+        if bad == "down":
+            indptr[5] = indptr[7] + 1
+        else:
+            indptr[-1] = values.size + 1
+        data._kernel = (values, indices, indptr, Y, labels, sw)
+        backend._epoch_static = None
+        params = np.zeros(lay.n_params)
+        opt = SGDState(lay.n_params, np.float64, 0.1, "constant", 0.0, False, 0.5)
+        with pytest.raises(ValueError, match="indptr"):
+            backend.run_epoch(params, None, 64, 64, opt)
