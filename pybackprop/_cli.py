@@ -103,11 +103,23 @@ def _bench(args):
     return subprocess.call([sys.executable, script, *args.workloads])
 
 
+def _positive_int(text):
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="pybackprop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="fit the digits data and print accuracy and seconds")
-    demo.add_argument("--max-iter", type=int, default=100, help="epochs (default 100)")
+    demo.add_argument("--max-iter", type=_positive_int, default=100,
+                      help="epochs (default 100)")
     demo.add_argument("--no-compare", dest="compare", action="store_false",
                       help="skip scikit-learn and the NumPy backend")
     demo.add_argument("--plot", metavar="PNG", default=None,
@@ -119,4 +131,9 @@ def main(argv=None):
     bench.add_argument("workloads", nargs="*")
     bench.set_defaults(func=_bench)
     args = parser.parse_args(argv)
+    if getattr(args, "plot", None):
+        # before the fits, not after them
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            parser.error(f"argument --plot: no directory {folder}")
     return args.func(args)

@@ -8,6 +8,7 @@ their ``W`` being our ``Wᵀ``, so their ``dW = dz · h_prevᵀ`` is the transpo
 """
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -130,6 +131,11 @@ def gradient_check(est, X, y, sample_weight=None, *, eps=1e-3, max_params=2000,
     coordinates, drawn with ``random_state``, are checked. Run it in float64: float32
     rounding swamps any finite difference.
     """
+    if isinstance(eps, bool) or not isinstance(eps, Real) or not 0 < eps < np.inf:
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    if isinstance(max_params, bool) or not isinstance(max_params, Integral) \
+            or max_params < 1:
+        raise ValueError(f"max_params must be a positive integer, got {max_params!r}")
     X, Y, sample_weight = est._trace_inputs(X, y, sample_weight)
     params = est._params().copy()
     net = est._net()

@@ -142,3 +142,17 @@ def test_demo_saves_the_loss_curves(tmp_path):
     assert out.returncode == 0, out.stderr
     png = (tmp_path / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--max-iter", "0"), "argument --max-iter: must be at least 1, got 0"),
+    (("--max-iter", "ten"), "argument --max-iter: 'ten' is not an integer"),
+    (("--plot", "no/such/folder/curves.png"), "argument --plot: no directory"),
+])
+def test_demo_bad_arguments_are_usage_errors(tmp_path, args, message):
+    """Bad demo arguments exit with argparse's usage error (status 2) before any fit:
+    no traceback, nothing on stdout."""
+    out = run_cli(tmp_path, "demo", "--no-compare", *args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert out.stdout == ""

@@ -374,3 +374,26 @@ def test_trace_includes_class_weight():
     trace = est.backprop_trace(X, y)
     est.partial_fit(X, y)
     assert_allclose(est.coefs_[-1], W0 - lr * trace[-1].dW, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(eps=0), "eps must be a positive finite number, got 0"),
+    (dict(eps=-1e-3), "eps must be a positive finite number"),
+    (dict(eps=np.inf), "eps must be a positive finite number"),
+    (dict(eps="1e-3"), "eps must be a positive finite number"),
+    (dict(max_params=0), "max_params must be a positive integer, got 0"),
+    (dict(max_params=-3), "max_params must be a positive integer"),
+    (dict(max_params=2.5), "max_params must be a positive integer"),
+])
+def test_gradient_check_rejects_bad_eps_and_max_params(kwargs, message):
+    """eps = 0 divided by zero and max_params = 0 failed inside NumPy; both now get a
+    ValueError that names the argument."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(40, 3)
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match=message):
+        gradient_check(est, X, y, **kwargs)
+    assert gradient_check(est, X, y, max_params=5) < 1e-6   # and the defaults still work
