@@ -21,17 +21,10 @@
 #include <math.h>
 #include <Python.h>   /* Py_ssize_t */
 
-static inline double pb_exp(double x)
+/* (exp(r) - 1) / r = 1 + r/2 + r^2 P(r) for |r| <= ln(2)/2, P fitted as said above;
+ * exp(r) = 1 + r * this, exp(r) - 1 = r * this. */
+static inline double pb_exp_poly(double r)
 {
-    const double shift = 6755399441055744.0;          /* 1.5 * 2^52 */
-    const double log2e = 1.4426950408889634;
-    const double ln2_hi = 6.93147180369123816490e-01;
-    const double ln2_lo = 1.90821492927058770002e-10;
-    double xc = x > 709.8 ? 709.8 : x;
-    xc = xc < -745.2 ? -745.2 : xc;
-    double t = xc * log2e + shift;
-    double n = t - shift;
-    double r = (xc - n * ln2_hi) - n * ln2_lo;
     double p = 2.509554598170022e-08;
     p = p * r + 2.761379555451986e-07;
     p = p * r + 2.7557280082684685e-06;
@@ -43,6 +36,21 @@ static inline double pb_exp(double x)
     p = p * r + 0.16666666666666666;
     p = p * r + 0.5;
     p = p * r + 1.0;
+    return p;
+}
+
+static inline double pb_exp(double x)
+{
+    const double shift = 6755399441055744.0;          /* 1.5 * 2^52 */
+    const double log2e = 1.4426950408889634;
+    const double ln2_hi = 6.93147180369123816490e-01;
+    const double ln2_lo = 1.90821492927058770002e-10;
+    double xc = x > 709.8 ? 709.8 : x;
+    xc = xc < -745.2 ? -745.2 : xc;
+    double t = xc * log2e + shift;
+    double n = t - shift;
+    double r = (xc - n * ln2_hi) - n * ln2_lo;
+    double p = pb_exp_poly(r);
     p = p * r + 1.0;
     int64_t bits, shift_bits;
     memcpy(&bits, &t, sizeof bits);
@@ -106,17 +114,7 @@ static inline double pb_expm1_neg(double x)
     double t = xc * log2e + shift;
     double n = t - shift;
     double r = (xc - n * ln2_hi) - n * ln2_lo;
-    double q = 2.509554598170022e-08;
-    q = q * r + 2.761379555451986e-07;
-    q = q * r + 2.7557280082684685e-06;
-    q = q * r + 2.4801536409064087e-05;
-    q = q * r + 0.0001984126985433077;
-    q = q * r + 0.0013888888905871347;
-    q = q * r + 0.008333333333332157;
-    q = q * r + 0.041666666666651364;
-    q = q * r + 0.16666666666666666;
-    q = q * r + 0.5;
-    q = q * r + 1.0;
+    double q = pb_exp_poly(r);
     q = q * r;
     int64_t bits, shift_bits;
     memcpy(&bits, &t, sizeof bits);

@@ -142,6 +142,16 @@ class EpochRun:
             self.key = np.array(mt_state["key"], dtype=np.uint32)
             self.pos = np.array([mt_state["pos"]], dtype=np.intp)
 
+    def kernel_args(self):
+        """run_epoch's keyword arguments for these epochs."""
+        args = dict(n_epochs=len(self.totals), totals=self.totals, mt_key=self.key,
+                    mt_pos=self.pos, tol=self.tol, patience=self.patience,
+                    epoch_state=self.state)
+        if self.invscaling:
+            args.update(invscaling=True, lr_init=self.lr_init, power_t=self.power_t,
+                        t_start=self.t_start)
+        return args
+
     @property
     def done(self):
         """Epochs run whole (and recorded in ``totals``)."""
@@ -228,12 +238,8 @@ class CythonBackend:
                 getattr(opt, "momentum", 0.0), nesterov, getattr(opt, "beta_1", 0.0),
                 getattr(opt, "beta_2", 0.0), getattr(opt, "epsilon", 0.0), steps,
                 self.n_blocks, self.n_threads, self.split_ws,
-                *((1, None, None, None, 0.0, 0.0, None) if epochs is None else (
-                    len(epochs.totals), epochs.totals, epochs.key, epochs.pos, epochs.tol,
-                    epochs.patience, epochs.state)),
-                self.block_grads, self.index_ws,
-                *((False, 0.0, 0.0, 0) if epochs is None else (
-                    epochs.invscaling, epochs.lr_init, epochs.power_t, epochs.t_start)),
+                block_grads=self.block_grads, index_ws=self.index_ws,
+                **({} if epochs is None else epochs.kernel_args()),
             )
         finally:
             opt.steps_taken(int(steps[0]))

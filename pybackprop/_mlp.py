@@ -656,8 +656,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
             return False
         if getattr(optimizer, "lr_schedule", None) == "invscaling":
             try:
-                rate = (float(optimizer.learning_rate_init)
-                        / (self.t_ + 1) ** optimizer.power_t)
+                rate = optimizer.invscaling_rate(self.t_)
             except OverflowError:
                 return False
             if not isinstance(rate, float):

@@ -39,9 +39,14 @@ class SGDState:
         """The kernels took steps up to step t (unused by SGD)."""
         self.t = t
 
+    def invscaling_rate(self, time_step):
+        """The invscaling schedule's rate after time_step samples (which the kernels
+        compute in double: see BaseMultilayerPerceptron._epochs_in_one_call)."""
+        return float(self.learning_rate_init) / (time_step + 1) ** self.power_t
+
     def iteration_ends(self, time_step):
         if self.lr_schedule == "invscaling":
-            self.learning_rate = float(self.learning_rate_init) / (time_step + 1) ** self.power_t
+            self.learning_rate = self.invscaling_rate(time_step)
 
     def trigger_stopping(self, msg, verbose):
         """True to stop; with the adaptive schedule, first divide the rate by 5."""
