@@ -299,23 +299,45 @@ class BaseMultilayerPerceptron(BaseEstimator):
             self._init_coef(layer_units[i], layer_units[i + 1], dtype, random_state,
                             activation, out=(coefs[i], intercepts[i]))
         self._set_params_buffer(params)
-        # the weights of the best validation score, kept with early stopping only (as
-        # scikit-learn's _best_coefs): a copy of the parameters is not free
         self.__dict__.pop("_best_params", None)
-        if self.solver in _STOCHASTIC_SOLVERS and self.early_stopping:
-            self._best_params = params.copy()
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
-            self._no_improvement_count = 0
-            if self.early_stopping:
-                self.validation_scores_ = []
-                self.validation_loss_curve_ = []
-                self.best_validation_score_ = -np.inf
-                self.best_loss_ = None
-            else:
-                self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
+            self._start_stopping_rule(params)
+
+    def _start_stopping_rule(self, params):
+        """The stopping rule's state from scratch: the training loss's (best_loss_) or,
+        with early stopping, the validation score's, with a copy of the weights at the
+        best score (as scikit-learn's _best_coefs; a copy of the parameters is not
+        free, so only then)."""
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.validation_loss_curve_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+            self._best_params = params.copy()
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.__dict__.pop("validation_loss_curve_", None)
+            self.__dict__.pop("_best_params", None)
+
+    def _continue_stopping_rule(self, params):
+        """A warm-started stochastic fit goes on with the stopping rule's state, unless
+        the last fit kept another rule's (early_stopping switched, or an L-BFGS fit,
+        which keeps none): then that rule starts from scratch, where scikit-learn
+        fails on the missing state."""
+        if not isinstance(getattr(self, "loss_curve_", None), list):
+            self.loss_curve_ = []
+        if self.early_stopping:
+            kept = (isinstance(getattr(self, "validation_scores_", None), list)
+                    and isinstance(getattr(self, "validation_loss_curve_", None), list)
+                    and isinstance(getattr(self, "best_validation_score_", None), Real))
+        else:
+            kept = isinstance(getattr(self, "best_loss_", None), Real)
+        if not kept or not hasattr(self, "_no_improvement_count"):
+            self._start_stopping_rule(params)
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
         # A failed fit leaves the estimator as it was: every array the fit writes is
@@ -393,6 +415,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
             for name in ("loss_curve_", "validation_scores_", "validation_loss_curve_"):
                 if isinstance(getattr(self, name, None), list):
                     setattr(self, name, list(getattr(self, name)))
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._continue_stopping_rule(params)
         dtype = self._flat_params.dtype
         if X.dtype != dtype:
             X = X.astype(dtype)

@@ -526,6 +526,78 @@ def test_failed_warm_fit_with_early_stopping_keeps_the_best_weights(backend):
     assert est.best_validation_score_ == score
 
 
+def test_warm_start_turning_early_stopping_on_starts_its_rule(backend):
+    """A warm start that turns early stopping on (scikit-learn fails on the missing
+    state) scores every epoch from scratch and ends on the weights of the best one."""
+    X, y = make_data("multiclass")
+    est = MLPClassifier(**dict(SMALL, max_iter=3), backend=backend).fit(X, y)
+    seen = []
+
+    def record(model, info):
+        seen.append((info["validation_score"],
+                     [c.copy() for c in info["coefs"] + info["intercepts"]]))
+
+    est.set_params(warm_start=True, early_stopping=True, max_iter=6, tol=0,
+                   n_iter_no_change=100, learning_rate_init=0.05, callbacks=record)
+    est.fit(X, y)
+    scores = [score for score, _ in seen]
+    assert est.validation_scores_ == scores and len(scores) == 6
+    assert len(est.validation_loss_curve_) == 6 and len(est.loss_curve_) == 3 + 6
+    assert est.best_validation_score_ == max(scores) and est.best_loss_ is None
+    best = seen[int(np.argmax(scores))][1]
+    for got, want in zip(all_weights(est), best):
+        assert_array_equal(got, want)
+
+
+def test_warm_start_turning_early_stopping_off_starts_the_loss_rule(backend):
+    """And turned off, the training-loss rule starts from scratch: with a tol that
+    nothing can beat and n_iter_no_change=1, the first epoch is an improvement on
+    best_loss_ = inf and the next two are not, so the fit stops after the third
+    (worked by hand); best_loss_ is the least loss of these three."""
+    X, y = make_data("multiclass")
+    est = MLPClassifier(**SMALL, early_stopping=True, backend=backend).fit(X, y)
+    est.set_params(warm_start=True, early_stopping=False, tol=1e9, n_iter_no_change=1,
+                   max_iter=10)
+    est.fit(X, y)
+    assert est.n_iter_ == 3
+    assert len(est.loss_curve_) == 5 + 3 and est.best_loss_ == min(est.loss_curve_[-3:])
+    assert est.validation_scores_ is None and est.best_validation_score_ is None
+    assert not hasattr(est, "validation_loss_curve_")
+    assert "_best_params" not in est.__dict__
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_warm_start_from_lbfgs_to_a_stochastic_solver(solver, backend):
+    """L-BFGS keeps no stopping-rule state: a warm start with a stochastic solver after
+    it starts one (scikit-learn fails on the missing best_loss_), from the L-BFGS
+    weights, and partial_fit does the same."""
+    X, y = make_data("multiclass")
+    est = MLPClassifier(**SMALL, solver="lbfgs", backend=backend).fit(X, y)
+    start = [w.copy() for w in all_weights(est)]
+    loss_before = est.loss_
+    est.set_params(warm_start=True, solver=solver, learning_rate_init=1e-4, max_iter=2)
+    est.fit(X, y)
+    assert len(est.loss_curve_) == 2 and est.best_loss_ == min(est.loss_curve_)
+    # tiny steps from the L-BFGS weights: the loss stays near theirs
+    assert abs(est.loss_curve_[0] - loss_before) < 0.05 * loss_before
+    assert any(not np.array_equal(a, b) for a, b in zip(all_weights(est), start))
+    again = MLPClassifier(**SMALL, solver="lbfgs", backend=backend).fit(X, y)
+    again.set_params(solver=solver).partial_fit(X, y)
+    assert again.loss_curve_ == [again.best_loss_]
+
+
+def test_failed_warm_fit_after_switching_early_stopping_changes_nothing(backend):
+    X, y = make_data("multiclass")
+    est = MLPClassifier(**SMALL, backend=backend).fit(X, y)
+    before = dict(est.__dict__)
+    est.set_params(warm_start=True, early_stopping=True)
+    with pytest.raises(ValueError, match="NaN"):
+        est.fit(np.where(X > 0.5, np.nan, X), y)
+    assert est.__dict__.keys() == before.keys()
+    assert est.best_loss_ == before["best_loss_"] and est.validation_scores_ is None
+    assert est.loss_curve_ is before["loss_curve_"]
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_initial_weights_drawn_in_chunks_are_scikit_learns_draws(dtype):
     """Large layers are drawn a few rows at a time: the same values as one draw of the
