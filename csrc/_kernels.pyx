@@ -139,6 +139,8 @@ cdef struct EpochLoop:
     double lr_init     # lr = lr_init / (t + 1)^power_t, t the samples seen so far
     double power_t
     intp t
+    bint adaptive      # SGD's adaptive schedule: where the stopping rule would end the
+                       # epochs, lr /= 5 instead (and the count restarts), until lr <= 1e-6
 
 
 cdef inline double seconds() noexcept nogil:
@@ -892,7 +894,13 @@ cdef inline void epoch_ends(EpochLoop* loop, intp e, double total, bint cut_shor
     if loss < loop.state[0]:
         loop.state[0] = loss
     if loop.state[1] > loop.patience:
-        loop.leave = 1
+        # the estimators' trigger_stopping: SGD's adaptive schedule divides the rate
+        # (in double, as Python's float) while it is above 1e-6, else the epochs end
+        if loop.adaptive and not loop.lr <= 1e-6:
+            loop.lr = loop.lr / 5.0
+            loop.state[1] = 0
+        else:
+            loop.leave = 1
 
 
 cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
@@ -1044,7 +1052,7 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
               intp[::1] mt_pos=None, double tol=0.0, double patience=0.0,
               double[::1] epoch_state=None, bint block_grads=True,
               intp[::1] index_ws=None, bint invscaling=False, double lr_init=0.0,
-              double power_t=0.0, intp t_start=0):
+              double power_t=0.0, intp t_start=0, bint adaptive=False):
     """One epoch of minibatch updates over ``rows`` (or rows 0..n_rows-1 when empty).
 
     ``zs`` (z of every layer) is needed when an activation's derivative reads z;
@@ -1079,6 +1087,9 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     ``epoch_state[2]`` tells how many epochs were whole. With ``invscaling`` (SGD, and
     ``totals``), the learning rate starts at ``lr`` and after each epoch becomes
     lr_init / (t + 1)^power_t, t counting the rows of every epoch from ``t_start``.
+    With ``adaptive`` (SGD, and ``totals``), where the stopping rule would end the
+    epochs the rate is divided by 5 instead and the count restarts, unless the rate
+    is already at most 1e-6.
     """
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
                             alpha, indices, indptr)
@@ -1107,7 +1118,7 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
         raise ValueError("the optimizer state holds fewer values than params")
     n_threads = min(n_threads, n_blocks)
     epoch_loop(&loop, &mt, rows, n_rows, n_epochs, totals, mt_key, mt_pos, tol, patience,
-               epoch_state, &total, lr, invscaling, lr_init, power_t, t_start)
+               epoch_state, &total, lr, invscaling, lr_init, power_t, t_start, adaptive)
     tg.rows = &rows[0] if rows.shape[0] > 0 else NULL
     tg.start = 0
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
@@ -1172,12 +1183,14 @@ cdef int epoch_loop(EpochLoop* loop, pb_mt* mt, const intp[::1] rows, intp n_row
                     intp n_epochs, double[::1] totals, unsigned int[::1] mt_key,
                     intp[::1] mt_pos, double tol, double patience,
                     double[::1] epoch_state, double* total, double lr, bint invscaling,
-                    double lr_init, double power_t, intp t_start) except -1:
+                    double lr_init, double power_t, intp t_start,
+                    bint adaptive) except -1:
     """Check run_epoch's epoch arguments and fill ``loop`` with them: with ``totals``
     None, one epoch whose loss sum goes to ``total``."""
     loop.n_epochs = n_epochs
     loop.lr = lr
     loop.invscaling = invscaling
+    loop.adaptive = adaptive
     loop.lr_init = lr_init
     loop.power_t = power_t
     loop.t = t_start
@@ -1190,7 +1203,8 @@ cdef int epoch_loop(EpochLoop* loop, pb_mt* mt, const intp[::1] rows, intp n_row
     loop.state = NULL
     loop.totals = total
     if totals is None:
-        if n_epochs != 1 or mt_key is not None or epoch_state is not None or invscaling:
+        if (n_epochs != 1 or mt_key is not None or epoch_state is not None or invscaling
+                or adaptive):
             raise ValueError("several epochs, a shuffle, a stopping rule or a learning-"
                              "rate schedule need totals")
         return 0

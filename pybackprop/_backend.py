@@ -122,7 +122,7 @@ class Data:
 class EpochRun:
     """Several epochs in one kernel call (``CythonBackend.run_epoch(..., epochs=)``):
     the shuffle's MT19937 state (a copy of ``RandomState.get_state()``'s, or None for
-    no shuffle), the training-loss stopping rule's state, SGD's invscaling schedule,
+    no shuffle), the training-loss stopping rule's state, SGD's learning-rate schedules,
     and the loss sum of each epoch run, which the kernel fills in."""
 
     def __init__(self, n_epochs, mt_state, tol, patience, best_loss, no_improvement,
@@ -133,6 +133,9 @@ class EpochRun:
         self.invscaling = getattr(optimizer, "lr_schedule", None) == "invscaling"
         self.lr_init = float(optimizer.learning_rate_init) if self.invscaling else 0.0
         self.power_t = float(optimizer.power_t) if self.invscaling else 0.0
+        # its adaptive schedule, which divides the rate by 5 where the stopping rule
+        # would stop (SGDState.trigger_stopping)
+        self.adaptive = getattr(optimizer, "lr_schedule", None) == "adaptive"
         self.t_start = int(t_start)
         self.state = np.array([best_loss, no_improvement, 0.0])
         self.tol = float(tol)
@@ -150,6 +153,8 @@ class EpochRun:
         if self.invscaling:
             args.update(invscaling=True, lr_init=self.lr_init, power_t=self.power_t,
                         t_start=self.t_start)
+        if self.adaptive:
+            args.update(adaptive=True)
         return args
 
     @property

@@ -72,6 +72,7 @@ class _RunEpoch(Protocol):
         lr_init: float = ...,
         power_t: float = ...,
         t_start: int = ...,
+        adaptive: bool = ...,
     ) -> float:
         """One epoch of minibatch updates; returns Σ batch_loss · batch_rows. With
         ``totals``, up to ``n_epochs`` epochs (shuffled with ``mt_key`` / ``mt_pos``,

@@ -670,12 +670,11 @@ class BaseMultilayerPerceptron(BaseEstimator):
                             early_stopping, incremental):
         """Whether the kernel can run the epochs, many per call: where nothing in
         Python needs to run between them (no callbacks, printing, validation, dropout
-        seeds, adaptive learning rate, or partial_fit; SGD's invscaling schedule runs
-        in the kernel) and the shuffle draws from MT19937, which the kernel runs on a
+        seeds, or partial_fit; SGD's invscaling and adaptive schedules run in the
+        kernel) and the shuffle draws from MT19937, which the kernel runs on a
         copy of random_state's state."""
         if (not getattr(backend, "runs_epochs", False) or dropout or early_stopping
                 or incremental or self.verbose or self.callbacks is not None
-                or getattr(optimizer, "lr_schedule", "constant") == "adaptive"
                 or not isinstance(self.best_loss_, Real)):
             return False
         if getattr(optimizer, "lr_schedule", None) == "invscaling":

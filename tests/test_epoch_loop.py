@@ -155,6 +155,15 @@ FITS = {
     "sgd-invscaling-five-per-call": (MLPRegressor, y_reg, dict(
         solver="sgd", learning_rate="invscaling", learning_rate_init=0.05, per_call=5,
         hidden_layer_sizes=(8, 5))),
+    # SGD's adaptive schedule, run in the kernel: the rate divided by 5 at each stall
+    # until it is <= 1e-6, then the stop; with 5 epochs a call, divisions
+    # fall inside calls and at their boundaries
+    "sgd-adaptive-stops": (MLPClassifier, y_multi, dict(
+        solver="sgd", learning_rate="adaptive", learning_rate_init=0.2, tol=1e-2,
+        n_iter_no_change=2, max_iter=200)),
+    "sgd-adaptive-five-per-call-stops": (MLPRegressor, y_reg, dict(
+        solver="sgd", learning_rate="adaptive", learning_rate_init=0.05, tol=1e-2,
+        n_iter_no_change=1, max_iter=200, per_call=5, hidden_layer_sizes=(8, 5))),
     # 5 epochs per kernel call: the calls' boundaries, and the rule stopping at one
     "five-per-call": (MLPClassifier, y_multi, dict(per_call=5)),
     "five-per-call-stops": (MLPClassifier, y_multi, dict(per_call=5, tol=1e-2,
@@ -204,11 +213,18 @@ def test_fit_in_one_call_is_the_fit_epoch_by_epoch(case, n_blocks, one_call_per_
     assert rs_one.randint(2**31) == rs_each.randint(2**31)
     if "stops" in case:
         assert one.n_iter_ < 200
+    if "adaptive" in case:
+        # it stopped on the rate: divided by 5 until it was <= 1e-6 (8 times from 0.2,
+        # 7 from 0.05), and not before
+        rate = params["learning_rate_init"]
+        while rate > 1e-6:
+            rate /= 5.0
+        assert one._optimizer.learning_rate == rate
 
 
 def test_partial_fit_and_callbacks_keep_one_call_per_epoch(monkeypatch):
-    """partial_fit, callbacks, verbose, early stopping, dropout and the adaptive
-    schedule run one call per epoch; the invscaling schedule runs in the kernel."""
+    """partial_fit, callbacks, verbose, early stopping and dropout run one call per
+    epoch; the invscaling and adaptive schedules run in the kernel."""
     calls = []
     run_epoch = CythonBackend.run_epoch
 
@@ -228,14 +244,14 @@ def test_partial_fit_and_callbacks_keep_one_call_per_epoch(monkeypatch):
         assert calls == [True, True]  # 2 epochs, then 1
         monkeypatch.setattr(BaseMultilayerPerceptron, "_EPOCHS_PER_CALL", 256)
         for extra in (dict(callbacks=lambda est, info: False), dict(early_stopping=True),
-                      dict(solver="sgd", learning_rate="adaptive"),
                       dict(dropout=0.2)):
             calls.clear()
             MLPClassifier(**small, **extra).fit(X, y_multi)
             assert calls == [False] * 3, extra
-        calls.clear()
-        MLPClassifier(**small, solver="sgd", learning_rate="invscaling").fit(X, y_multi)
-        assert calls == [True]
+        for schedule in ("invscaling", "adaptive"):
+            calls.clear()
+            MLPClassifier(**small, solver="sgd", learning_rate=schedule).fit(X, y_multi)
+            assert calls == [True], schedule
         calls.clear()
         MLPClassifier(**small).partial_fit(X, y_multi, classes=[0, 1, 2])
         assert calls == [False]
