@@ -1236,31 +1236,45 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
                            double momentum, bint nesterov, double beta_1, double beta_2,
                            double epsilon, intp[::1] step_count, bint dropout,
                            EpochLoop* loop):
-    """run_epoch's path for a one-hidden-layer net cut by hidden units."""
+    """run_epoch's path for a net whose first hidden layer is cut by units."""
     cdef double total = 0
     cdef double* sq_parts
+    cdef intp* tail_off = NULL
+    cdef intp L = net.n_layers, i, n_tw, a
     cdef int stop[2]
-    if net.n_layers != 2 or net.sparse or dropout:
-        raise ValueError("cutting by hidden units needs one hidden layer, dense X and "
+    if L < 2 or net.sparse or dropout:
+        raise ValueError("cutting by hidden units needs a hidden layer, dense X and "
                          "no dropout")
     if n_blocks > net.units[1]:
         raise ValueError("more blocks than hidden units")
-    if ws.shape[0] < unit_split_size(net.units[0], net.units[1], net.units[2], batch_size,
-                                     n_blocks, n_threads, needs_z(net.hidden[0])):
+    if ws.shape[0] < unit_split_values(net.units, net.hidden, L, batch_size, n_blocks,
+                                       n_threads):
         raise ValueError("split_ws is smaller than unit_split_size()")
     stop[0] = 0
     stop[1] = 0
     sq_parts = <double*> PyMem_Malloc(2 * n_blocks * sizeof(double))
-    if sq_parts == NULL:
-        raise MemoryError()
+    if L > 2:
+        # the tail's layer tables, the same for every thread: W_l and b_l in its copy
+        # [W_3 ... W_L | b_3 ... b_L], and layer l's block of its activations
+        tail_off = <intp*> PyMem_Malloc(3 * (L - 2) * sizeof(intp))
     try:
+        if sq_parts == NULL or (L > 2 and tail_off == NULL):
+            raise MemoryError()
+        n_tw = tail_weights(net.units, L)
+        a = 0
+        for i in range(L - 2):
+            tail_off[i] = 0 if i == 0 else tail_off[i - 1] + net.units[i + 1] * net.units[i + 2]
+            tail_off[L - 2 + i] = n_tw if i == 0 else tail_off[L - 2 + i - 1] + net.units[i + 2]
+            tail_off[2 * (L - 2) + i] = a
+            a += pad16(batch_size * net.units[i + 3])
         with nogil, parallel(num_threads=n_threads):
             _unit_share(net, &X[0], cptr_or_null(Y), cptr_or_null(sw), tg, n_rows,
                         batch_size, n_blocks, &params[0], &ws[0], solver, &state_1[0],
                         ptr_or_null(state_2), momentum, nesterov, beta_1, beta_2,
-                        epsilon, &step_count[0], sq_parts, &total, stop, loop)
+                        epsilon, &step_count[0], sq_parts, &total, stop, loop, tail_off)
     finally:
         PyMem_Free(sq_parts)
+        PyMem_Free(tail_off)
     if stop[0] or stop[1]:
         raise_pending()
 
@@ -1271,16 +1285,19 @@ cdef int raise_pending() except -1:
 
 
 # ---------------------------------------------------------------------------
-# one hidden layer: the batch whole, the hidden units cut into blocks
+# the first hidden layer cut into blocks of units, the batch whole
 #
-# A net x -> h (H units) -> out (k) is cut by hidden units instead of rows: block j of
-# B owns units [H j / B, H (j+1) / B), i.e. columns of W_1 and b_1 and rows of W_2.
-# Its forward pass gives its part of the output, h_j @ W2_j; the parts are summed in
-# block order (the only exchange between threads: m x k values per batch), every
-# thread then computes the same softmax, loss and dz, and each block runs its own
-# backward pass and steps its own parameters, which it keeps, with their optimizer
-# state, packed in its workspace for the whole epoch. b_2 (and its state) is kept and
-# stepped alike by every thread. One barrier per batch.
+# A net x -> h (H units) -> z_2 (k = units[2] values a row) -> ... is cut by the units
+# of its first hidden layer instead of rows: block j of B owns units [H j / B,
+# H (j+1) / B), i.e. columns of W_1 and b_1 and rows of W_2. Its forward pass gives
+# its part of z_2, h_j @ W2_j; the parts are summed in block order (the only exchange
+# between threads: m x k values per batch), and every thread then computes the same
+# rest of the net: with one hidden layer z_2 is the output (softmax, loss and dz);
+# with more, the later layers (the tail: f_2, then W_3, b_3 ... to the loss, and back
+# to dz_2), whose parameters every thread keeps a copy of and steps alike, as it does
+# b_2. Each block runs its own backward pass and steps its own parameters, which it
+# keeps, with their optimizer state, packed in its workspace for the whole epoch. No
+# thread writes what another reads, except the parts. One barrier per batch.
 
 
 cdef inline intp pad16(intp n) noexcept nogil:
@@ -1326,9 +1343,65 @@ cdef inline UnitBlock unit_block(intp d, intp H, intp k, intp m, int B, int j,
 
 
 cdef inline intp unit_thread_size(intp d, intp H, intp k, intp m, int B) noexcept nogil:
-    """Values of a thread's workspace: the batch's rows of X, the output and dz, b_2
-    with its gradient and two states, and room for a block's W2_j transposed."""
+    """Values of a thread's workspace: the batch's rows of X, z_2 (or the output) and
+    dz_2, b_2 with its gradient and two states, and room for a block's W2_j
+    transposed. The tail's workspace follows (tail_thread_size)."""
     return pad16(m * d) + 2 * pad16(m * k) + 4 * pad16(k) + pad16((H + B - 1) // B * k)
+
+
+cdef inline intp tail_weights(const intp* units, intp L) noexcept nogil:
+    """Weights of the tail, W_3 ... W_L (none with one hidden layer)."""
+    cdef intp l, n = 0
+    for l in range(2, L):
+        n += units[l] * units[l + 1]
+    return n
+
+
+cdef inline intp tail_biases(const intp* units, intp L) noexcept nogil:
+    """Biases of the tail, b_3 ... b_L."""
+    cdef intp l, n = 0
+    for l in range(2, L):
+        n += units[l + 1]
+    return n
+
+
+cdef inline intp tail_rows(const intp* units, intp L, intp m) noexcept nogil:
+    """Values of the tail's activations (or deltas, or zs) for an m-row batch."""
+    cdef intp l, n = 0
+    for l in range(2, L):
+        n += pad16(m * units[l + 1])
+    return n
+
+
+cdef inline bint tail_needs_z(const intp* units, const int* hidden, intp L) noexcept nogil:
+    """Whether f_2 or a later hidden activation needs z for its derivative."""
+    cdef intp l
+    for l in range(1, L - 1):
+        if needs_z(hidden[l]):
+            return True
+    return False
+
+
+cdef inline intp tail_thread_size(const intp* units, const int* hidden, intp L,
+                                  intp m) noexcept nogil:
+    """Values of a thread's tail workspace: its copy of [W_3 ... W_L | b_3 ... b_L]
+    with the gradient and two states, the tail's activations and deltas, and (when an
+    activation's derivative needs z) the tail's zs and z_2."""
+    cdef bint with_z
+    if L <= 2:
+        return 0
+    with_z = tail_needs_z(units, hidden, L)
+    return (4 * pad16(tail_weights(units, L) + tail_biases(units, L))
+            + (3 if with_z else 2) * tail_rows(units, L, m)
+            + (pad16(m * units[2]) if with_z else 0))
+
+
+cdef inline intp unit_split_values(const intp* units, const int* hidden, intp L,
+                                   intp batch_rows, int n_blocks, int n_threads) noexcept nogil:
+    cdef intp d = units[0], H = units[1], k = units[2]
+    return (unit_block(d, H, k, batch_rows, n_blocks, n_blocks, needs_z(hidden[0])).start
+            + n_threads * (unit_thread_size(d, H, k, batch_rows, n_blocks)
+                           + tail_thread_size(units, hidden, L, batch_rows)))
 
 
 cdef inline void transpose(const floating* A, floating* At, intp rows,
@@ -1340,12 +1413,18 @@ cdef inline void transpose(const floating* A, floating* At, intp rows,
             At[c * rows + r] = A[r * cols + c]
 
 
-def unit_split_size(intp d, intp H, intp k, intp batch_rows, int n_blocks,
-                    int n_threads, bint with_z):
-    """Length of the workspace ``run_epoch`` needs to cut a one-hidden-layer net's
-    H units into n_blocks blocks run by up to n_threads threads."""
-    return (unit_block(d, H, k, batch_rows, n_blocks, n_blocks, with_z).start
-            + n_threads * unit_thread_size(d, H, k, batch_rows, n_blocks))
+def unit_split_size(const intp[::1] units, const int[::1] hidden, intp batch_rows,
+                    int n_blocks, int n_threads):
+    """Length of the workspace ``run_epoch`` needs to cut the first hidden layer of a
+    net (layer widths ``units``, hidden activation codes ``hidden``) into n_blocks
+    blocks of units run by up to n_threads threads."""
+    if units.shape[0] < 3 or hidden.shape[0] != units.shape[0] - 2:
+        raise ValueError("a cut by units needs a hidden layer, and one activation code "
+                         "per hidden layer")
+    if n_blocks < 1 or n_threads < 1 or batch_rows < 1:
+        raise ValueError("n_blocks, n_threads and batch_rows must be at least 1")
+    return unit_split_values(&units[0], &hidden[0], units.shape[0] - 1, batch_rows,
+                             n_blocks, n_threads)
 
 
 cdef void pack_unit_block(const Net* net, floating* flat, floating* packed, int B, int j,
@@ -1386,6 +1465,36 @@ cdef void pack_unit_blocks(const Net* net, floating* ws, intp m, int B, int firs
             pack_unit_block(net, state_2, ws + blk.start + 3 * blk.stride, B, j, to_flat)
 
 
+cdef void pack_tail(const Net* net, const intp* tail_off, floating* params,
+                    floating* state_1, floating* state_2, floating* tp, floating* ts1,
+                    floating* ts2, bint to_flat) noexcept nogil:
+    """Copy W_l and b_l of the tail (l = 3 .. L) between the flat layout and a thread's
+    copy [W_3 ... W_L | b_3 ... b_L], either way: the parameters, state 1 and (Adam,
+    when state_2 is not NULL) state 2."""
+    cdef intp Lt = net.n_layers - 2, i, l, n
+    for i in range(Lt):
+        l = i + 2
+        n = net.units[l] * net.units[l + 1]
+        copy_either_way(params + net.coef_off[l], tp + tail_off[i], n, to_flat)
+        copy_either_way(state_1 + net.coef_off[l], ts1 + tail_off[i], n, to_flat)
+        if state_2 != NULL:
+            copy_either_way(state_2 + net.coef_off[l], ts2 + tail_off[i], n, to_flat)
+        n = net.units[l + 1]
+        copy_either_way(params + net.inter_off[l], tp + tail_off[Lt + i], n, to_flat)
+        copy_either_way(state_1 + net.inter_off[l], ts1 + tail_off[Lt + i], n, to_flat)
+        if state_2 != NULL:
+            copy_either_way(state_2 + net.inter_off[l], ts2 + tail_off[Lt + i], n,
+                            to_flat)
+
+
+cdef inline void copy_either_way(floating* flat, floating* packed, intp n,
+                                 bint to_flat) noexcept nogil:
+    if to_flat:
+        memcpy(flat, packed, n * sizeof(floating))
+    else:
+        memcpy(packed, flat, n * sizeof(floating))
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.cdivision(True)
@@ -1395,12 +1504,13 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                       int solver, floating* state_1, floating* state_2,
                       double momentum, bint nesterov, double beta_1, double beta_2,
                       double epsilon, intp* t, double* sq_parts, double* total,
-                      int* stop, EpochLoop* loop) noexcept nogil:
-    """One thread's share of ``loop``'s epochs of a one-hidden-layer net cut by hidden
-    units (see above); thread k of T runs blocks [B k / T, B (k+1) / T), packed once
-    for all the epochs. Thread 0 adds up the loss and looks for Ctrl-C; every thread
-    reads ``stop[parity]`` after the next barrier, before it changes anything (two
-    flags: thread 0 sets the other one)."""
+                      int* stop, EpochLoop* loop, const intp* tail_off) noexcept nogil:
+    """One thread's share of ``loop``'s epochs of a net whose first hidden layer is cut
+    by units (see above); thread k of T runs blocks [B k / T, B (k+1) / T), packed
+    once for all the epochs, and keeps its own copy of the tail (``tail_off``: its
+    layer tables, see run_unit_split). Thread 0 adds up the loss and looks for
+    Ctrl-C; every thread reads ``stop[parity]`` after the next barrier, before it
+    changes anything (two flags: thread 0 sets the other one)."""
     cdef int tid = pb_thread_num(), T = pb_num_threads()
     cdef int first = n_blocks * tid // T, last = n_blocks * (tid + 1) // T
     cdef int j, parity = 0
@@ -1432,9 +1542,26 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef floating* part
     cdef const floating* x_rows
     cdef double last_check = seconds()
+    # the tail (more than one hidden layer): its own Net over this thread's copy
+    cdef intp L = net.n_layers, Lt = net.n_layers - 2, l
+    cdef intp n_tw = tail_weights(net.units, L), n_tb = tail_biases(net.units, L)
+    cdef intp n_t = pad16(n_tw + n_tb), t_rows = tail_rows(net.units, L, batch_size)
+    cdef bint tail_z = L > 2 and tail_needs_z(net.units, net.hidden, L)
+    cdef Net tail
+    cdef Targets tail_in
+    cdef floating* tp = NULL
+    cdef floating* tgr = NULL
+    cdef floating* ts1 = NULL
+    cdef floating* ts2 = NULL
+    cdef floating* tacts = NULL
+    cdef floating* tdel = NULL
+    cdef floating* tzs = NULL
+    cdef floating* z2 = NULL
+    cdef floating* tout = NULL
     # this thread's workspace follows every block's
     mine = ws + unit_block(d, H, k, batch_size, n_blocks, n_blocks, with_z).start \
-        + tid * unit_thread_size(d, H, k, batch_size, n_blocks)
+        + tid * (unit_thread_size(d, H, k, batch_size, n_blocks)
+                 + tail_thread_size(net.units, net.hidden, L, batch_size))
     xb = mine
     out = xb + pad16(batch_size * d)
     dz = out + pad16(batch_size * k)
@@ -1443,6 +1570,36 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     b2_s1 = gb2 + pad16(k)
     b2_s2 = b2_s1 + pad16(k)
     w2t = b2_s2 + pad16(k)
+    if L > 2:
+        tp = mine + unit_thread_size(d, H, k, batch_size, n_blocks)
+        tgr = tp + n_t
+        ts1 = tgr + n_t
+        ts2 = ts1 + n_t
+        tacts = ts2 + n_t
+        tdel = tacts + t_rows
+        if tail_z:
+            tzs = tdel + t_rows
+            z2 = tzs + t_rows
+        tail.n_layers = Lt
+        tail.units = net.units + 2
+        tail.coef_off = tail_off
+        tail.inter_off = tail_off + Lt
+        tail.act_off = tail_off + 2 * Lt
+        tail.hidden = net.hidden + 2 if Lt > 1 else NULL
+        tail.keep = NULL
+        tail.rng = NULL
+        tail.output = net.output
+        tail.loss = net.loss
+        tail.alpha = net.alpha
+        tail.sparse = False
+        tail.indices = NULL
+        tail.indptr = NULL
+        tout = tacts + tail_off[2 * Lt + Lt - 1]
+        # the tail's input, h_2, is read where it lies: rows 0..m-1 of the z_2 buffer
+        tail_in.rows = NULL
+        tail_in.start = 0
+        tail_in.labels = NULL
+        pack_tail(net, tail_off, params, state_1, state_2, tp, ts1, ts2, False)
     memcpy(b2, params + net.inter_off[1], k * sizeof(floating))
     memcpy(b2_s1, state_1 + net.inter_off[1], k * sizeof(floating))
     if adam:
@@ -1485,29 +1642,55 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 cut_short = True
                 break
             # out = b2 + the blocks' parts in block order; then the same softmax, loss and
-            # dz in every thread
+            # dz in every thread (with a tail: the tail, and back to dz_2)
             fill_rows(out, b2, m, k)
             for j in range(n_blocks):
                 blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
                 add_inplace(out, ws + blk.start + blk.part + parity * blk.part_len, m * k)
-            if net.output == SOFTMAX:
-                softmax_rows(out, m, k)
+            if L == 2:
+                if net.output == SOFTMAX:
+                    softmax_rows(out, m, k)
+                else:
+                    activate(net.output, out, m * k)
+                # the loss is thread 0's to add up
+                loss = output_loss(net, &tg, m, out, Y, sw, dz, tid == 0)
             else:
-                activate(net.output, out, m * k)
-            # the loss is thread 0's to add up
-            loss = output_loss(net, &tg, m, out, Y, sw, dz, tid == 0)
+                if tail_z:
+                    memcpy(z2, out, m * k * sizeof(floating))
+                activate(net.hidden[1], out, m * k)
+                forward(&tail, out, &tail_in, m, tp, tacts, NULL, tout, tzs, NULL)
+                loss = output_loss(&tail, &tg, m, tout, Y, sw, tdel + tail_off[3 * Lt - 1],
+                                   tid == 0)
+                backward(&tail, out, &tail_in, m, tp, tacts, tdel, NULL, tgr, False, tzs,
+                         NULL, NULL)
+                # dz_2 = (dz_3 W_3^T) ⊙ f_2'
+                gemm(False, True, <int> m, <int> k, <int> net.units[3], <floating> 1.0,
+                     tdel, <int> net.units[3], tp, <int> net.units[3], <floating> 0.0, dz,
+                     <int> k)
+                multiply_derivative(net.hidden[1], out, z2, dz, m * k)
             sw_sum = batch_weight(sw, &tg, m)
             lr_t = step_size(solver, loop.lr, beta_1, beta_2, &steps)
             if tid == 0:
                 sq = 0
                 for j in range(n_blocks):
                     sq += sq_parts[parity * n_blocks + j]
+                if L > 2:
+                    sq += sum_of_squares(tp, <int> n_tw)
                 total[0] += (loss / sw_sum + 0.5 * net.alpha * sq / sw_sum) * m
             # b2, in every thread alike
             memset(gb2, 0, k * sizeof(floating))
             colsum_add(dz, m, k, gb2)
             step_range(b2, gb2, <const floating*> NULL, b2_s1, b2_s2 if adam else NULL, k,
                        0.0, sw_sum, solver, lr_t, momentum, nesterov, beta_1, beta_2, epsilon)
+            if L > 2:
+                # the tail, in every thread alike: its weights (with the L2 term), then
+                # its biases
+                step_range(tp, tgr, <const floating*> NULL, ts1, ts2 if adam else NULL,
+                           n_tw, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,
+                           beta_1, beta_2, epsilon)
+                step_range(tp + n_tw, tgr + n_tw, <const floating*> NULL, ts1 + n_tw,
+                           ts2 + n_tw if adam else NULL, n_tb, 0.0, sw_sum, solver, lr_t,
+                           momentum, nesterov, beta_1, beta_2, epsilon)
             # backward and step, block by block
             for j in range(first, last):
                 blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
@@ -1557,6 +1740,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         memcpy(state_1 + net.inter_off[1], b2_s1, k * sizeof(floating))
         if adam:
             memcpy(state_2 + net.inter_off[1], b2_s2, k * sizeof(floating))
+        if L > 2:
+            pack_tail(net, tail_off, params, state_1, state_2, tp, ts1, ts2, True)
         t[0] = steps
 
 

@@ -178,12 +178,13 @@ class CythonBackend:
         self.block_grads = block_grads
         self._epoch_static = None
         lay = net.layout
-        # a one-hidden-layer net cut by hidden units keeps everything in this workspace
+        # a net whose first hidden layer is cut by units keeps everything in this
+        # workspace
         self.split_ws = None
         if by_units:
-            d, h, k = (int(u) for u in lay.units)
             self.split_ws = np.empty(_kernels.unit_split_size(
-                d, h, k, batch_rows, n_blocks, n_threads, net.needs_z), dtype=data.dtype)
+                lay.units, net.codes()[0], batch_rows, n_blocks, n_threads),
+                dtype=data.dtype)
         self.rows = batch_rows
         # the row-wise workspaces, unused (one value each) when the workspace above
         # holds everything

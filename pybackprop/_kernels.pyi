@@ -173,9 +173,10 @@ def max_threads() -> int:
     """Threads a parallel region started from this thread would get."""
 
 def unit_split_size(
-    d: int, H: int, k: int, batch_rows: int, n_blocks: int, n_threads: int, with_z: bool
+    units: NDArray[np.intp], hidden: NDArray[np.intc], batch_rows: int, n_blocks: int,
+    n_threads: int
 ) -> int:
-    """Workspace length for a one-hidden-layer epoch cut by hidden units."""
+    """Workspace length for an epoch whose first hidden layer is cut by units."""
 
 def sparse_batch_nnz(indptr: NDArray[np.int32], batch_size: int) -> int:
     """A bound on the nonzeros of any batch of ``batch_size`` rows of a CSR matrix."""

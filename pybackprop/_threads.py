@@ -129,8 +129,16 @@ def fit_split(rows, dropout):
     return blocks, max(1, min(blocks, _kernels.max_threads()))
 
 
-# fewest hidden units in a block when a one-hidden-layer net is cut by units
+# fewest hidden units in a block when a net's first hidden layer is cut by units
 MIN_UNITS_PER_BLOCK = 8
+
+# with more than one hidden layer, the weights of the layers after the second, which
+# every thread runs whole (the tail), times the blocks, may be at most this share of
+# the weights the blocks cut (W_1 and W_2)
+TAIL_SHARE = 0.05
+
+# None: decide per fit (cut_by_units); True or False: that way for every fit that can
+FORCE_BY_UNITS = None
 
 # the most memory the gradient buffers of a fit cut by rows may take together (one
 # buffer the size of the parameters per block), unless two buffers alone take more
@@ -183,12 +191,23 @@ def cap_row_blocks(n_blocks, n_threads, n_params, itemsize):
 
 
 def cut_by_units(units, rows, n_blocks, sparse, dropout):
-    """Whether a fit cuts its hidden units into the n_blocks blocks rather than its
-    batches' rows: for a net with one hidden layer, dense X and no dropout, when each
-    block gets MIN_UNITS_PER_BLOCK units or more and the threads would exchange less
-    than the parameters (rows × outputs values per batch, against the B gradients of
-    a cut by rows)."""
-    if len(units) != 3 or sparse or dropout or n_blocks < 2:
+    """Whether a fit cuts the units of its first hidden layer into the n_blocks blocks
+    rather than its batches' rows: for dense X and no dropout, when each block gets
+    MIN_UNITS_PER_BLOCK units or more, the threads would exchange less than the
+    parameters (rows × units[2] values per batch, against the B gradients of a cut by
+    rows), and what every thread repeats is small (TAIL_SHARE).
+
+    Cut by units, no thread reads the weights another has just stepped. Cut by rows,
+    every core reads all the weights each batch, and that costs: the 784-256-128-10
+    mnist-shape net stepped its Adam state in 30 ms a thread-epoch, against 12 ms with
+    the weights' writes sent where no core read them (README, limits)."""
+    if len(units) < 3 or sparse or dropout or n_blocks < 2:
         return False
-    d, h, k = (int(u) for u in units)
-    return h >= MIN_UNITS_PER_BLOCK * n_blocks and rows * k < d * h + h * k
+    units = [int(u) for u in units]
+    d, h, k = units[:3]
+    split = d * h + h * k
+    tail = sum(a * b for a, b in zip(units[2:-1], units[3:]))
+    if FORCE_BY_UNITS is not None:
+        return bool(FORCE_BY_UNITS) and h >= n_blocks
+    return (h >= MIN_UNITS_PER_BLOCK * n_blocks and rows * k < split
+            and tail * n_blocks <= TAIL_SHARE * split)

@@ -136,6 +136,13 @@ def one_call_per_epoch(monkeypatch):
 
 FITS = {
     "adam-cut-by-units": (MLPClassifier, y_multi, dict()),
+    # the first of two hidden layers cut by units, the second run whole by each thread
+    "deep-cut-by-units": (MLPClassifier, y_multi, dict(hidden_layer_sizes=(16, 5),
+                                                       by_units=True)),
+    "deep-cut-by-units-sgd-adaptive-stops": (MLPRegressor, y_reg, dict(
+        hidden_layer_sizes=(16, 6, 4), by_units=True, solver="sgd",
+        learning_rate="adaptive", learning_rate_init=0.05, tol=1e-2, n_iter_no_change=1,
+        max_iter=200, per_call=5)),
     "sgd-nesterov-tanh": (MLPClassifier, y_multi, dict(solver="sgd", activation="tanh",
                                                        momentum=0.9)),
     "two-layers-by-rows": (MLPRegressor, y_reg, dict(hidden_layer_sizes=(8, 5))),
@@ -186,6 +193,7 @@ def test_fit_in_one_call_is_the_fit_epoch_by_epoch(case, n_blocks, one_call_per_
     params.update(kwargs)
     monkeypatch.setattr(_threads, "FORCE_BLOCKS", n_blocks)
     monkeypatch.setattr(_threads, "FORCE_BLOCK_GRADS", params.pop("block_grads", True))
+    monkeypatch.setattr(_threads, "FORCE_BY_UNITS", params.pop("by_units", None))
     monkeypatch.setattr(BaseMultilayerPerceptron, "_EPOCHS_PER_CALL",
                         params.pop("per_call", 256))
 
