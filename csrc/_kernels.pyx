@@ -1400,8 +1400,28 @@ cdef inline intp unit_split_values(const intp* units, const int* hidden, intp L,
                                    intp batch_rows, int n_blocks, int n_threads) noexcept nogil:
     cdef intp d = units[0], H = units[1], k = units[2]
     return (unit_block(d, H, k, batch_rows, n_blocks, n_blocks, needs_z(hidden[0])).start
+            + SHARED_ROW_BUFFERS * pad16(batch_rows * d)
             + n_threads * (unit_thread_size(d, H, k, batch_rows, n_blocks)
                            + tail_thread_size(units, hidden, L, batch_rows)))
+
+
+# a fit cut by units whose batches' rows of X take SHARE_ROWS_BYTES or more gathers
+# each shuffled batch into one of these buffers, shared by the threads, each thread
+# its share of the rows, during the batch before: the barrier that ends that batch's
+# forward pass hands them over (otherwise each thread gathers the whole batch for
+# itself). Three, so that a fast thread filling the batch after next never writes the
+# rows a slow one is still multiplying by
+cdef int SHARED_ROW_BUFFERS = 3
+cdef intp SHARE_ROWS_BYTES = 256 * 1024
+
+
+cdef inline void gather_share(const floating* X, const intp* rows, intp start, intp m,
+                              intp d, floating* dst, int tid, int T) noexcept nogil:
+    """Thread tid of T copies its share of rows start .. start + m - 1 of the epoch's
+    order into dst (m x d)."""
+    cdef intp i
+    for i in range(m * tid // T, m * (tid + 1) // T):
+        memcpy(dst + i * d, X + rows[start + i] * d, d * sizeof(floating))
 
 
 cdef inline void transpose(const floating* A, floating* At, intp rows,
@@ -1558,8 +1578,13 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef floating* tzs = NULL
     cdef floating* z2 = NULL
     cdef floating* tout = NULL
-    # this thread's workspace follows every block's
-    mine = ws + unit_block(d, H, k, batch_size, n_blocks, n_blocks, with_z).start \
+    # the shared row buffers follow every block's workspace, and this thread's follows
+    cdef floating* shared_x = ws + unit_block(d, H, k, batch_size, n_blocks, n_blocks,
+                                              with_z).start
+    cdef intp x_len = pad16(batch_size * d), g = 0
+    cdef bint share_rows = (tg_all.rows != NULL and T > 1
+                            and batch_size * d * <intp> sizeof(floating) >= SHARE_ROWS_BYTES)
+    mine = shared_x + SHARED_ROW_BUFFERS * x_len \
         + tid * (unit_thread_size(d, H, k, batch_size, n_blocks)
                  + tail_thread_size(net.units, net.hidden, L, batch_size))
     xb = mine
@@ -1611,11 +1636,18 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         epoch_begins(loop, total, tid, T)
         start = 0
         cut_short = False
+        if share_rows:
+            # the epoch's first batch; later ones are gathered during the batch before
+            gather_share(X, tg.rows, 0, min(batch_size, n_rows), d,
+                         shared_x + (g % SHARED_ROW_BUFFERS) * x_len, tid, T)
+            pb_barrier()
         while start < n_rows:
             m = min(batch_size, n_rows - start)
             tg.start = start
             if tg.rows == NULL:
                 x_rows = X + start * d
+            elif share_rows:
+                x_rows = shared_x + (g % SHARED_ROW_BUFFERS) * x_len
             else:
                 for i in range(m):
                     memcpy(xb + i * d, X + tg.rows[start + i] * d, d * sizeof(floating))
@@ -1635,6 +1667,10 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                      <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
                 # the L2 term reads the weights this batch steps from
                 sq_parts[parity * n_blocks + j] = sum_of_squares(p_j, <int> blk.n_w)
+            if share_rows and start + batch_size < n_rows:
+                gather_share(X, tg.rows, start + batch_size,
+                             min(batch_size, n_rows - start - batch_size), d,
+                             shared_x + ((g + 1) % SHARED_ROW_BUFFERS) * x_len, tid, T)
             if T > 1:
                 pb_barrier()
             if stop[parity]:
@@ -1728,6 +1764,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             if tid == 0 and signal_due(&last_check):
                 stop[1 - parity] = 1
             parity = 1 - parity
+            g += 1
             start += batch_size
         if epoch_over(loop, e, total, cut_short, stop[0] or stop[1], tid, T):
             break

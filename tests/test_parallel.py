@@ -440,6 +440,34 @@ def test_deep_cut_by_units_same_bits_on_any_number_of_threads(case, blocks, monk
     assert_same_bits_on_one_thread_and_in_a_worker(cls, y, kwargs)
 
 
+@pytest.mark.parametrize("hidden", [(24,), (24, 6)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cut_by_units_sharing_the_gathered_rows(hidden, dtype, blocks, monkeypatch):
+    """Batches of 256 KiB or more of X rows are gathered once, each thread its share,
+    into buffers the threads share (one batch ahead): on two threads, bitwise the fit
+    that gathers every batch in each thread (one thread), over epochs whose last batch
+    is short, and the NumPy reference's model to rounding."""
+    rs = np.random.RandomState(3)
+    itemsize = np.dtype(dtype).itemsize
+    d, batch = 300, (256 * 1024) // (300 * itemsize) + 1      # just over 256 KiB
+    Xw = rs.normal(size=(3 * batch + 17, d)).astype(dtype)
+    yw = rs.randint(0, 3, size=Xw.shape[0])
+    kwargs = dict(hidden_layer_sizes=hidden, batch_size=batch, random_state=0,
+                  max_iter=3, tol=0, n_iter_no_change=10**6, learning_rate_init=1e-2)
+    blocks(2)
+    monkeypatch.setattr(_threads, "FORCE_BY_UNITS", True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        two = MLPClassifier(**kwargs).fit(Xw, yw)
+        with threadpool_limits(limits=1, user_api="openmp"):
+            one = MLPClassifier(**kwargs).fit(Xw, yw)
+        ref = MLPClassifier(backend="numpy", **kwargs).fit(Xw, yw)
+    assert_array_equal(two._flat_params, one._flat_params)
+    assert two.loss_curve_ == one.loss_curve_
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    assert_allclose(two._flat_params, ref._flat_params, rtol=tol, atol=tol)
+
+
 def test_deep_cut_by_units_warm_start_and_partial_fit_continue(blocks, monkeypatch):
     """The tail's copy goes back to the flat buffers with the blocks' at the end of
     every call: continuing a fit equals one longer fit of the NumPy reference."""
