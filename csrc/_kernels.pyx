@@ -1343,10 +1343,11 @@ cdef inline UnitBlock unit_block(intp d, intp H, intp k, intp m, int B, int j,
 
 
 cdef inline intp unit_thread_size(intp d, intp H, intp k, intp m, int B) noexcept nogil:
-    """Values of a thread's workspace: the batch's rows of X, z_2 (or the output) and
-    dz_2, b_2 with its gradient and two states, and room for a block's W2_j
-    transposed. The tail's workspace follows (tail_thread_size)."""
-    return pad16(m * d) + 2 * pad16(m * k) + 4 * pad16(k) + pad16((H + B - 1) // B * k)
+    """Values of a thread's workspace: z_2 (or the output) and dz_2, b_2 with its
+    gradient and two states, and room for a block's W2_j transposed. The tail's
+    workspace follows (tail_thread_size). The batch's rows of X lie before all the
+    threads' workspaces (unit_split_values)."""
+    return 2 * pad16(m * k) + 4 * pad16(k) + pad16((H + B - 1) // B * k)
 
 
 cdef inline intp tail_weights(const intp* units, intp L) noexcept nogil:
@@ -1400,7 +1401,7 @@ cdef inline intp unit_split_values(const intp* units, const int* hidden, intp L,
                                    intp batch_rows, int n_blocks, int n_threads) noexcept nogil:
     cdef intp d = units[0], H = units[1], k = units[2]
     return (unit_block(d, H, k, batch_rows, n_blocks, n_blocks, needs_z(hidden[0])).start
-            + SHARED_ROW_BUFFERS * pad16(batch_rows * d)
+            + max(n_threads, SHARED_ROW_BUFFERS) * pad16(batch_rows * d)
             + n_threads * (unit_thread_size(d, H, k, batch_rows, n_blocks)
                            + tail_thread_size(units, hidden, L, batch_rows)))
 
@@ -1408,9 +1409,9 @@ cdef inline intp unit_split_values(const intp* units, const int* hidden, intp L,
 # a fit cut by units whose batches' rows of X take SHARE_ROWS_BYTES or more gathers
 # each shuffled batch into one of these buffers, shared by the threads, each thread
 # its share of the rows, during the batch before: the barrier that ends that batch's
-# forward pass hands them over (otherwise each thread gathers the whole batch for
-# itself). Three, so that a fast thread filling the batch after next never writes the
-# rows a slow one is still multiplying by
+# forward pass hands them over (otherwise thread t gathers the whole batch for itself
+# into buffer t). Three, so that a fast thread filling the batch after next never
+# writes the rows a slow one is still multiplying by
 cdef int SHARED_ROW_BUFFERS = 3
 cdef intp SHARE_ROWS_BYTES = 256 * 1024
 
@@ -1578,17 +1579,17 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef floating* tzs = NULL
     cdef floating* z2 = NULL
     cdef floating* tout = NULL
-    # the shared row buffers follow every block's workspace, and this thread's follows
+    # the row buffers follow every block's workspace, and this thread's follows them
     cdef floating* shared_x = ws + unit_block(d, H, k, batch_size, n_blocks, n_blocks,
                                               with_z).start
     cdef intp x_len = pad16(batch_size * d), g = 0
     cdef bint share_rows = (tg_all.rows != NULL and T > 1
                             and batch_size * d * <intp> sizeof(floating) >= SHARE_ROWS_BYTES)
-    mine = shared_x + SHARED_ROW_BUFFERS * x_len \
+    xb = shared_x + tid * x_len
+    mine = shared_x + max(T, SHARED_ROW_BUFFERS) * x_len \
         + tid * (unit_thread_size(d, H, k, batch_size, n_blocks)
                  + tail_thread_size(net.units, net.hidden, L, batch_size))
-    xb = mine
-    out = xb + pad16(batch_size * d)
+    out = mine
     dz = out + pad16(batch_size * k)
     b2 = dz + pad16(batch_size * k)
     gb2 = b2 + pad16(k)
