@@ -1486,6 +1486,19 @@ cdef void pack_unit_blocks(const Net* net, floating* ws, intp m, int B, int firs
             pack_unit_block(net, state_2, ws + blk.start + 3 * blk.stride, B, j, to_flat)
 
 
+cdef inline void add_batch_loss(double* total, double loss, double sw_sum, intp m,
+                                const double* sq_parts, int n_blocks, double tail_sq,
+                                double alpha) noexcept nogil:
+    """total += m × (the batch's loss + its L2 term), the blocks' Σ w² added in block
+    order, then the tail's."""
+    cdef double sq = 0
+    cdef int j
+    for j in range(n_blocks):
+        sq += sq_parts[j]
+    sq += tail_sq
+    total[0] += (loss / sw_sum + 0.5 * alpha * sq / sw_sum) * m
+
+
 cdef void pack_tail(const Net* net, const intp* tail_off, floating* params,
                     floating* state_1, floating* state_2, floating* tp, floating* ts1,
                     floating* ts2, bint to_flat) noexcept nogil:
@@ -1541,7 +1554,13 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef intp d = net.units[0], H = net.units[1], k = net.units[2]
     cdef intp start = 0, m, i, Hj, n_w, e, steps = t[0]
     cdef bint cut_short
-    cdef double sw_sum, lr_t, loss, sq
+    cdef double sw_sum, lr_t, loss
+    # thread 0's batch whose loss waits for its blocks' Σ w², which their steps leave
+    # in sq_parts (read after the next barrier): its loss, S, rows, parity, the tail's
+    cdef double pend_loss = 0, pend_sw = 1, pend_tail_sq = 0
+    cdef intp pend_m = 0
+    cdef int pend_parity = 0
+    cdef bint pending = False
     cdef Targets tg = tg_all[0]
     cdef UnitBlock blk
     cdef floating* mine
@@ -1666,14 +1685,17 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 bias_activate(act, h_j, p_j + blk.n_w, m, Hj, z_j if with_z else NULL)
                 gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
                      <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
-                # the L2 term reads the weights this batch steps from
-                sq_parts[parity * n_blocks + j] = sum_of_squares(p_j, <int> blk.n_w)
             if share_rows and start + batch_size < n_rows:
                 gather_share(X, tg.rows, start + batch_size,
                              min(batch_size, n_rows - start - batch_size), d,
                              shared_x + ((g + 1) % SHARED_ROW_BUFFERS) * x_len, tid, T)
             if T > 1:
                 pb_barrier()
+            if tid == 0 and pending:
+                add_batch_loss(total, pend_loss, pend_sw, pend_m,
+                               sq_parts + pend_parity * n_blocks, n_blocks, pend_tail_sq,
+                               net.alpha)
+                pending = False
             if stop[parity]:
                 # before this batch changed anything: the epoch is cut short
                 cut_short = True
@@ -1708,12 +1730,13 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             sw_sum = batch_weight(sw, &tg, m)
             lr_t = step_size(solver, loop.lr, beta_1, beta_2, &steps)
             if tid == 0:
-                sq = 0
-                for j in range(n_blocks):
-                    sq += sq_parts[parity * n_blocks + j]
-                if L > 2:
-                    sq += sum_of_squares(tp, <int> n_tw)
-                total[0] += (loss / sw_sum + 0.5 * net.alpha * sq / sw_sum) * m
+                # added once every block has stepped (and so summed its w²)
+                pend_loss = loss
+                pend_sw = sw_sum
+                pend_m = m
+                pend_parity = parity
+                pend_tail_sq = sum_of_squares(tp, <int> n_tw) if L > 2 else 0.0
+                pending = True
             # b2, in every thread alike
             memset(gb2, 0, k * sizeof(floating))
             colsum_add(dz, m, k, gb2)
@@ -1756,9 +1779,10 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 # dW1_j = x^T dz_j
                 gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0, x_rows,
                      <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
+                # the step leaves Σ w² of the weights it stepped from (the L2 term)
                 step_range(p_j, g_j, <const floating*> NULL, s1_j, s2_j if adam else NULL,
                            n_w, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,
-                           beta_1, beta_2, epsilon)
+                           beta_1, beta_2, epsilon, &sq_parts[parity * n_blocks + j])
                 step_range(p_j + n_w, g_j + n_w, <const floating*> NULL, s1_j + n_w,
                            s2_j + n_w if adam else NULL, Hj, 0.0, sw_sum, solver, lr_t,
                            momentum, nesterov, beta_1, beta_2, epsilon)
@@ -1767,6 +1791,14 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             parity = 1 - parity
             g += 1
             start += batch_size
+        # the last batch's loss, once its blocks have stepped
+        if T > 1:
+            pb_barrier()
+        if tid == 0 and pending:
+            add_batch_loss(total, pend_loss, pend_sw, pend_m,
+                           sq_parts + pend_parity * n_blocks, n_blocks, pend_tail_sq,
+                           net.alpha)
+            pending = False
         if epoch_over(loop, e, total, cut_short, stop[0] or stop[1], tid, T):
             break
 
