@@ -22,8 +22,8 @@ Design
 * Kernels allocate nothing per batch (an epoch takes a few scratch values).
   ``run_epoch`` releases the GIL for a whole epoch and takes it back between batches
   only to check for Ctrl-C.
-* Threads: an epoch cuts each batch into blocks, of rows (any net) or of hidden units
-  (one hidden layer); OpenMP threads share the blocks, and the blocks alone fix the
+* Threads: an epoch cuts each batch into blocks, of rows (any net) or of the first
+  hidden layer's units; OpenMP threads share the blocks, and the blocks alone fix the
   arithmetic (see _epoch_share and _unit_share).
 """
 
@@ -1072,8 +1072,8 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     scratch per thread after the rest, and ``index_ws`` its index workspace per
     thread (for batches of at most batch_size · the longest row's nonzeros).
     Dropout (whose random stream runs through the batch in order) needs one block.
-    With ``split_ws`` (not None, of length ``unit_split_size(...)``), a net with one
-    hidden layer and dense X is cut by hidden units into n_blocks blocks instead.
+    With ``split_ws`` (not None, of length ``unit_split_size(...)``), a net with dense X
+    has the units of its first hidden layer cut into n_blocks blocks instead.
 
     With ``totals`` (not None), up to ``n_epochs`` epochs run in one call, the
     threads kept between them, and the call returns how many were run. Before each

@@ -1,8 +1,8 @@
 """How many threads a fit runs on: OpenMP threads splitting each batch, and BLAS
 threads inside each product.
 
-A fit cuts each batch into blocks (fit_split), by rows or, for one hidden layer, by
-hidden units (cut_by_units), and OpenMP threads run the blocks; BLAS then runs on one
+A fit cuts each batch into blocks (fit_split), by rows or by the units of the first
+hidden layer (cut_by_units), and OpenMP threads run the blocks; BLAS then runs on one
 thread inside each. A fit that does not split (one block: dropout, tiny batches)
 follows the rule below.
 
