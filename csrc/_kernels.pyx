@@ -1374,7 +1374,7 @@ cdef inline intp tail_rows(const intp* units, intp L, intp m) noexcept nogil:
     return n
 
 
-cdef inline bint tail_needs_z(const intp* units, const int* hidden, intp L) noexcept nogil:
+cdef inline bint tail_needs_z(const int* hidden, intp L) noexcept nogil:
     """Whether f_2 or a later hidden activation needs z for its derivative."""
     cdef intp l
     for l in range(1, L - 1):
@@ -1391,7 +1391,7 @@ cdef inline intp tail_thread_size(const intp* units, const int* hidden, intp L,
     cdef bint with_z
     if L <= 2:
         return 0
-    with_z = tail_needs_z(units, hidden, L)
+    with_z = tail_needs_z(hidden, L)
     return (4 * pad16(tail_weights(units, L) + tail_biases(units, L))
             + (3 if with_z else 2) * tail_rows(units, L, m)
             + (pad16(m * units[2]) if with_z else 0))
@@ -1401,7 +1401,7 @@ cdef inline intp unit_split_values(const intp* units, const int* hidden, intp L,
                                    intp batch_rows, int n_blocks, int n_threads) noexcept nogil:
     cdef intp d = units[0], H = units[1], k = units[2]
     return (unit_block(d, H, k, batch_rows, n_blocks, n_blocks, needs_z(hidden[0])).start
-            + max(n_threads, SHARED_ROW_BUFFERS) * pad16(batch_rows * d)
+            + row_buffers(n_threads) * pad16(batch_rows * d)
             + n_threads * (unit_thread_size(d, H, k, batch_rows, n_blocks)
                            + tail_thread_size(units, hidden, L, batch_rows)))
 
@@ -1414,6 +1414,12 @@ cdef inline intp unit_split_values(const intp* units, const int* hidden, intp L,
 # writes the rows a slow one is still multiplying by
 cdef int SHARED_ROW_BUFFERS = 3
 cdef intp SHARE_ROWS_BYTES = 256 * 1024
+
+
+cdef inline int row_buffers(int T) noexcept nogil:
+    """Row buffers of a fit cut by units on T threads: one per thread, and at least the
+    shared ones when the threads can share (T > 1)."""
+    return 1 if T == 1 else max(T, SHARED_ROW_BUFFERS)
 
 
 cdef inline void gather_share(const floating* X, const intp* rows, intp start, intp m,
@@ -1486,17 +1492,31 @@ cdef void pack_unit_blocks(const Net* net, floating* ws, intp m, int B, int firs
             pack_unit_block(net, state_2, ws + blk.start + 3 * blk.stride, B, j, to_flat)
 
 
-cdef inline void add_batch_loss(double* total, double loss, double sw_sum, intp m,
-                                const double* sq_parts, int n_blocks, double tail_sq,
-                                double alpha) noexcept nogil:
-    """total += m × (the batch's loss + its L2 term), the blocks' Σ w² added in block
-    order, then the tail's."""
+cdef struct PendingLoss:
+    # a batch whose loss waits for its blocks' Σ w², which their steps leave in
+    # sq_parts (read after the next barrier): its loss, S, rows, the parity of its
+    # sq_parts, the tail's Σ w², and whether there is one
+    double loss
+    double sw_sum
+    intp m
+    int parity
+    double tail_sq
+    bint waiting
+
+
+cdef inline void add_pending_loss(PendingLoss* p, double* total, const double* sq_parts,
+                                  int n_blocks, double alpha) noexcept nogil:
+    """total += m × (the waiting batch's loss + its L2 term), the blocks' Σ w² added
+    in block order, then the tail's; nothing when no batch waits."""
     cdef double sq = 0
     cdef int j
+    if not p.waiting:
+        return
     for j in range(n_blocks):
-        sq += sq_parts[j]
-    sq += tail_sq
-    total[0] += (loss / sw_sum + 0.5 * alpha * sq / sw_sum) * m
+        sq += sq_parts[p.parity * n_blocks + j]
+    sq += p.tail_sq
+    total[0] += (p.loss / p.sw_sum + 0.5 * alpha * sq / p.sw_sum) * p.m
+    p.waiting = False
 
 
 cdef void pack_tail(const Net* net, const intp* tail_off, floating* params,
@@ -1555,12 +1575,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef intp start = 0, m, i, Hj, n_w, e, steps = t[0]
     cdef bint cut_short
     cdef double sw_sum, lr_t, loss
-    # thread 0's batch whose loss waits for its blocks' Σ w², which their steps leave
-    # in sq_parts (read after the next barrier): its loss, S, rows, parity, the tail's
-    cdef double pend_loss = 0, pend_sw = 1, pend_tail_sq = 0
-    cdef intp pend_m = 0
-    cdef int pend_parity = 0
-    cdef bint pending = False
+    cdef PendingLoss pending     # thread 0's
+    pending.waiting = False
     cdef Targets tg = tg_all[0]
     cdef UnitBlock blk
     cdef floating* mine
@@ -1586,7 +1602,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef intp L = net.n_layers, Lt = net.n_layers - 2, l
     cdef intp n_tw = tail_weights(net.units, L), n_tb = tail_biases(net.units, L)
     cdef intp n_t = pad16(n_tw + n_tb), t_rows = tail_rows(net.units, L, batch_size)
-    cdef bint tail_z = L > 2 and tail_needs_z(net.units, net.hidden, L)
+    cdef bint tail_z = L > 2 and tail_needs_z(net.hidden, L)
     cdef Net tail
     cdef Targets tail_in
     cdef floating* tp = NULL
@@ -1605,7 +1621,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef bint share_rows = (tg_all.rows != NULL and T > 1
                             and batch_size * d * <intp> sizeof(floating) >= SHARE_ROWS_BYTES)
     xb = shared_x + tid * x_len
-    mine = shared_x + max(T, SHARED_ROW_BUFFERS) * x_len \
+    mine = shared_x + row_buffers(T) * x_len \
         + tid * (unit_thread_size(d, H, k, batch_size, n_blocks)
                  + tail_thread_size(net.units, net.hidden, L, batch_size))
     out = mine
@@ -1691,11 +1707,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                              shared_x + ((g + 1) % SHARED_ROW_BUFFERS) * x_len, tid, T)
             if T > 1:
                 pb_barrier()
-            if tid == 0 and pending:
-                add_batch_loss(total, pend_loss, pend_sw, pend_m,
-                               sq_parts + pend_parity * n_blocks, n_blocks, pend_tail_sq,
-                               net.alpha)
-                pending = False
+            if tid == 0:
+                add_pending_loss(&pending, total, sq_parts, n_blocks, net.alpha)
             if stop[parity]:
                 # before this batch changed anything: the epoch is cut short
                 cut_short = True
@@ -1731,12 +1744,12 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             lr_t = step_size(solver, loop.lr, beta_1, beta_2, &steps)
             if tid == 0:
                 # added once every block has stepped (and so summed its w²)
-                pend_loss = loss
-                pend_sw = sw_sum
-                pend_m = m
-                pend_parity = parity
-                pend_tail_sq = sum_of_squares(tp, <int> n_tw) if L > 2 else 0.0
-                pending = True
+                pending.loss = loss
+                pending.sw_sum = sw_sum
+                pending.m = m
+                pending.parity = parity
+                pending.tail_sq = sum_of_squares(tp, <int> n_tw) if L > 2 else 0.0
+                pending.waiting = True
             # b2, in every thread alike
             memset(gb2, 0, k * sizeof(floating))
             colsum_add(dz, m, k, gb2)
@@ -1794,11 +1807,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         # the last batch's loss, once its blocks have stepped
         if T > 1:
             pb_barrier()
-        if tid == 0 and pending:
-            add_batch_loss(total, pend_loss, pend_sw, pend_m,
-                           sq_parts + pend_parity * n_blocks, n_blocks, pend_tail_sq,
-                           net.alpha)
-            pending = False
+        if tid == 0:
+            add_pending_loss(&pending, total, sq_parts, n_blocks, net.alpha)
         if epoch_over(loop, e, total, cut_short, stop[0] or stop[1], tid, T):
             break
 

@@ -468,22 +468,6 @@ def test_cut_by_units_sharing_the_gathered_rows(hidden, dtype, blocks, monkeypat
     assert_allclose(two._flat_params, ref._flat_params, rtol=tol, atol=tol)
 
 
-def test_deep_cut_by_units_warm_start_and_partial_fit_continue(blocks, monkeypatch):
-    """The tail's copy goes back to the flat buffers with the blocks' at the end of
-    every call: continuing a fit equals one longer fit of the NumPy reference."""
-    blocks(2)
-    monkeypatch.setattr(_threads, "FORCE_BY_UNITS", True)
-    kwargs = dict(hidden_layer_sizes=(32, 6, 5), random_state=0, batch_size=64)
-    est = MLPClassifier(**kwargs)
-    ref = MLPClassifier(backend="numpy", **kwargs)
-    for _ in range(3):
-        est.partial_fit(X, y_multi, classes=np.arange(4))
-        ref.partial_fit(X, y_multi, classes=np.arange(4))
-    assert_allclose(est._flat_params, ref._flat_params, rtol=1e-10, atol=1e-12)
-    for a, b in zip(est._optimizer.buffers, ref._optimizer.buffers):
-        assert_allclose(a, b, rtol=1e-9, atol=1e-14)
-
-
 @pytest.mark.parametrize("case", list(UNIT_CASES))
 @pytest.mark.parametrize("weighted", [False, True])
 def test_cut_by_units_agrees_with_numpy_and_one_block(case, weighted, blocks):
@@ -520,19 +504,23 @@ def test_cut_by_units_same_bits_on_any_number_of_threads(case, blocks):
     assert_same_bits_on_one_thread_and_in_a_worker(cls, y, kwargs)
 
 
-def test_cut_by_units_warm_start_and_partial_fit_continue_the_optimizer(blocks):
-    """The packed parameters and optimizer state go back to the flat buffers at the
-    end of every epoch: continuing a fit equals one longer fit of the NumPy reference."""
+@pytest.mark.parametrize("hidden", [(32,), (32, 6, 5)])
+def test_cut_by_units_warm_start_and_partial_fit_continue_the_optimizer(hidden, blocks,
+                                                                        monkeypatch):
+    """The packed parameters and optimizer state (and a deeper net's copy of its tail)
+    go back to the flat buffers at the end of every call: continuing a fit equals one
+    longer fit of the NumPy reference."""
     blocks(2)
-    kwargs = dict(hidden_layer_sizes=(32,), random_state=0, batch_size=64)
+    monkeypatch.setattr(_threads, "FORCE_BY_UNITS", True)
+    kwargs = dict(hidden_layer_sizes=hidden, random_state=0, batch_size=64)
     est = MLPClassifier(**kwargs)
     ref = MLPClassifier(backend="numpy", **kwargs)
     for _ in range(3):
         est.partial_fit(X, y_multi, classes=np.arange(4))
         ref.partial_fit(X, y_multi, classes=np.arange(4))
     assert_allclose(est._flat_params, ref._flat_params, rtol=1e-10, atol=1e-12)
-    assert_allclose(est._optimizer.buffers[0], ref._optimizer.buffers[0], rtol=1e-9,
-                    atol=1e-14)
+    for a, b in zip(est._optimizer.buffers, ref._optimizer.buffers):
+        assert_allclose(a, b, rtol=1e-9, atol=1e-14)
 
 
 def test_cut_by_units_kernel_checks_its_arguments():
