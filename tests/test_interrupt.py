@@ -80,6 +80,7 @@ def test_ctrl_c_returns_promptly_with_usable_model(solver, backend, tmp_path):
     ((100,), 1),       # one block: the serial epoch
     ((100,), 16),      # one hidden layer, cut by hidden units
     ((30, 20), 16),    # two hidden layers, batches cut by rows
+    ((100, 5), 16),    # two hidden layers, the first cut by units
 ])
 def test_interrupted_adam_state_matches_the_steps_taken(hidden, batch, monkeypatch):
     """After Ctrl-C mid-epoch (Cython), the weights are exactly those of ``_optimizer.t`` Adam steps."""
