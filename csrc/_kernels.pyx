@@ -374,9 +374,7 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                 if tg.rows == NULL:
                     h_prev = X + tg.start * d
                 else:
-                    for i in range(m):
-                        memcpy(xbuf + i * d, X + tg.rows[tg.start + i] * d,
-                               d * sizeof(floating))
+                    gather_share(X, tg.rows, tg.start, m, d, xbuf, 0, 1)
                     h_prev = xbuf
             else:
                 h_prev = acts + net.act_off[l - 1]
@@ -1425,7 +1423,7 @@ cdef inline int row_buffers(int T) noexcept nogil:
 cdef inline void gather_share(const floating* X, const intp* rows, intp start, intp m,
                               intp d, floating* dst, int tid, int T) noexcept nogil:
     """Thread tid of T copies its share of rows start .. start + m - 1 of the epoch's
-    order into dst (m x d)."""
+    order into dst (m x d); with T = 1, all of them."""
     cdef intp i
     for i in range(m * tid // T, m * (tid + 1) // T):
         memcpy(dst + i * d, X + rows[start + i] * d, d * sizeof(floating))
@@ -1465,16 +1463,10 @@ cdef void pack_unit_block(const Net* net, floating* flat, floating* packed, int 
     cdef floating* b1 = flat + net.inter_off[0] + a
     cdef floating* pW2 = packed + d * Hj
     cdef floating* pb1 = pW2 + Hj * k
-    if to_flat:
-        for r in range(d):
-            memcpy(W1 + r * H, packed + r * Hj, Hj * sizeof(floating))
-        memcpy(W2, pW2, Hj * k * sizeof(floating))
-        memcpy(b1, pb1, Hj * sizeof(floating))
-    else:
-        for r in range(d):
-            memcpy(packed + r * Hj, W1 + r * H, Hj * sizeof(floating))
-        memcpy(pW2, W2, Hj * k * sizeof(floating))
-        memcpy(pb1, b1, Hj * sizeof(floating))
+    for r in range(d):
+        copy_either_way(W1 + r * H, packed + r * Hj, Hj, to_flat)
+    copy_either_way(W2, pW2, Hj * k, to_flat)
+    copy_either_way(b1, pb1, Hj, to_flat)
 
 
 cdef void pack_unit_blocks(const Net* net, floating* ws, intp m, int B, int first,
@@ -1685,8 +1677,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             elif share_rows:
                 x_rows = shared_x + (g % SHARED_ROW_BUFFERS) * x_len
             else:
-                for i in range(m):
-                    memcpy(xb + i * d, X + tg.rows[start + i] * d, d * sizeof(floating))
+                gather_share(X, tg.rows, start, m, d, xb, 0, 1)
                 x_rows = xb
             # forward, block by block: h_j = f(x W1_j + b1_j), part_j = h_j W2_j
             for j in range(first, last):
@@ -1748,7 +1739,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 pending.sw_sum = sw_sum
                 pending.m = m
                 pending.parity = parity
-                pending.tail_sq = sum_of_squares(tp, <int> n_tw) if L > 2 else 0.0
+                pending.tail_sq = 0.0     # set by thread 0's step of the tail, below
                 pending.waiting = True
             # b2, in every thread alike
             memset(gb2, 0, k * sizeof(floating))
@@ -1760,7 +1751,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 # its biases
                 step_range(tp, tgr, <const floating*> NULL, ts1, ts2 if adam else NULL,
                            n_tw, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,
-                           beta_1, beta_2, epsilon)
+                           beta_1, beta_2, epsilon,
+                           &pending.tail_sq if tid == 0 else <double*> NULL)
                 step_range(tp + n_tw, tgr + n_tw, <const floating*> NULL, ts1 + n_tw,
                            ts2 + n_tw if adam else NULL, n_tb, 0.0, sw_sum, solver, lr_t,
                            momentum, nesterov, beta_1, beta_2, epsilon)
