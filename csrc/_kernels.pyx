@@ -47,6 +47,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() nogil
+    void* PyErr_Occurred()
 
 cdef extern from "_omp.h" nogil:
     int PB_HAVE_OPENMP
@@ -86,6 +87,8 @@ cdef extern from "_loops.h" nogil:
     void pb_adam_stepf(float* p, const float* g, const float* g2, float* m, float* v,
                        Py_ssize_t n, float alpha, float S, float lr_t, float b1, float b2,
                        float eps, double* sq)
+    int pb_copy_finite(const double* src, double* dst, Py_ssize_t n)
+    int pb_copy_finitef(const float* src, float* dst, Py_ssize_t n)
 
 cdef extern from "_mt19937.h" nogil:
     ctypedef struct pb_mt:
@@ -215,6 +218,8 @@ cdef struct Targets:
     const intp* rows       # rows of X / y / sample_weight in this batch; NULL: contiguous
     intp start             # first row when rows is NULL, else first position in rows
     const intp* labels     # class codes (LOG_LOSS) or NULL
+    int* bad               # not NULL: gathered rows are checked as they are copied,
+                           # and *bad set to 1 when one holds NaN or infinity
 
 
 cdef Net make_net(const intp[::1] units, const intp[::1] coef_off,
@@ -374,7 +379,7 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                 if tg.rows == NULL:
                     h_prev = X + tg.start * d
                 else:
-                    gather_share(X, tg.rows, tg.start, m, d, xbuf, 0, 1)
+                    gather_share(X, tg.rows, tg.start, m, d, xbuf, 0, 1, tg.bad)
                     h_prev = xbuf
             else:
                 h_prev = acts + net.act_off[l - 1]
@@ -954,11 +959,14 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
     cdef double* loss_parts
     cdef double* sq_parts
     cdef double last_check = seconds()
+    cdef int found = 0     # this thread's gathers found NaN / infinity (see Targets.bad)
     mine.act_off = off
     for e in range(loop.n_epochs):
         epoch_begins(loop, total, tid, T)
         start = 0
         cut_short = False
+        # the first epoch gathers every row: it checks them, if asked
+        tg.bad = &found if e == 0 and tg_all.bad != NULL else NULL
         while start < n_rows:
             m = min(batch_size, n_rows - start)
             # the parts of this batch; thread 0 reads them after the second barrier, while
@@ -983,6 +991,10 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                                               deltas + off[L - 1])
                 backward(&mine, X, &tg, rows, params, acts, deltas, x_rows,
                          grads + blk * n_params if whole else NULL, False, zs, masks, NULL)
+            if found:
+                # every thread stops after this batch (read after the second barrier)
+                tg_all.bad[0] = 1
+                stop[0] = 1
             if T > 1:
                 pb_barrier()
             batch.start = start
@@ -1050,7 +1062,8 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
               intp[::1] mt_pos=None, double tol=0.0, double patience=0.0,
               double[::1] epoch_state=None, bint block_grads=True,
               intp[::1] index_ws=None, bint invscaling=False, double lr_init=0.0,
-              double power_t=0.0, intp t_start=0, bint adaptive=False):
+              double power_t=0.0, intp t_start=0, bint adaptive=False,
+              int[::1] nonfinite=None):
     """One epoch of minibatch updates over ``rows`` (or rows 0..n_rows-1 when empty).
 
     ``zs`` (z of every layer) is needed when an activation's derivative reads z;
@@ -1088,6 +1101,11 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     With ``adaptive`` (SGD, and ``totals``), where the stopping rule would end the
     epochs the rate is divided by 5 instead and the count restarts, unless the rate
     is already at most 1e-6.
+
+    With ``nonfinite`` (one int, not None) and ``rows``, the call's first epoch checks
+    each row of dense X as it gathers it; at a row holding NaN or infinity the epochs
+    stop within a batch or two, ``nonfinite[0]`` is set to 1 and NonFiniteInput is
+    raised (the parameters are then partly stepped, with what that batch held).
     """
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, loss,
                             alpha, indices, indptr)
@@ -1120,6 +1138,13 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     tg.rows = &rows[0] if rows.shape[0] > 0 else NULL
     tg.start = 0
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
+    tg.bad = NULL
+    if nonfinite is not None:
+        if nonfinite.shape[0] < 1:
+            raise ValueError("nonfinite must hold one value")
+        nonfinite[0] = 0
+        if not net.sparse and tg.rows != NULL:
+            tg.bad = &nonfinite[0]
     if split_ws is not None:
         # grads, acts, deltas, xbuf, zs and masks are not read: the workspace holds all
         run_unit_split(&net, X, Y, sw, &tg, n_rows, batch_size, n_blocks, n_threads,
@@ -1173,7 +1198,7 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
         PyMem_Free(off_all)
         PyMem_Free(parts)
     if stop:
-        raise_pending()
+        raise_stopped(tg.bad)
     return total if totals is None else <intp> epoch_state[2]
 
 
@@ -1274,11 +1299,19 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
         PyMem_Free(sq_parts)
         PyMem_Free(tail_off)
     if stop[0] or stop[1]:
-        raise_pending()
+        raise_stopped(tg.bad)
 
 
-cdef int raise_pending() except -1:
-    """Raise the exception a signal handler left set inside a parallel region."""
+class NonFiniteInput(ValueError):
+    """X holds NaN or infinity, found by the rows' check in run_epoch's gathers."""
+
+
+cdef int raise_stopped(const int* bad) except -1:
+    """After epochs a stop flag ended: raise the exception a signal handler left set
+    inside the parallel region, or else NonFiniteInput (a gathered row held NaN or
+    infinity)."""
+    if PyErr_Occurred() == NULL and bad != NULL and bad[0]:
+        raise NonFiniteInput("X holds NaN or infinity")
     return -1
 
 
@@ -1421,12 +1454,24 @@ cdef inline int row_buffers(int T) noexcept nogil:
 
 
 cdef inline void gather_share(const floating* X, const intp* rows, intp start, intp m,
-                              intp d, floating* dst, int tid, int T) noexcept nogil:
+                              intp d, floating* dst, int tid, int T,
+                              int* bad) noexcept nogil:
     """Thread tid of T copies its share of rows start .. start + m - 1 of the epoch's
-    order into dst (m x d); with T = 1, all of them."""
+    order into dst (m x d); with T = 1, all of them. With ``bad`` (not NULL), the
+    copy also checks the rows, and sets bad[0] to 1 when one holds NaN or infinity."""
     cdef intp i
+    cdef int found = 0
+    if bad == NULL:
+        for i in range(m * tid // T, m * (tid + 1) // T):
+            memcpy(dst + i * d, X + rows[start + i] * d, d * sizeof(floating))
+        return
     for i in range(m * tid // T, m * (tid + 1) // T):
-        memcpy(dst + i * d, X + rows[start + i] * d, d * sizeof(floating))
+        if floating is float:
+            found |= pb_copy_finitef(X + rows[start + i] * d, dst + i * d, d)
+        else:
+            found |= pb_copy_finite(X + rows[start + i] * d, dst + i * d, d)
+    if found:
+        bad[0] = 1
 
 
 cdef inline void transpose(const floating* A, floating* At, intp rows,
@@ -1590,6 +1635,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef floating* part
     cdef const floating* x_rows
     cdef double last_check = seconds()
+    cdef int found = 0     # this thread's gathers found NaN / infinity (see Targets.bad)
     # the tail (more than one hidden layer): its own Net over this thread's copy
     cdef intp L = net.n_layers, Lt = net.n_layers - 2, l
     cdef intp n_tw = tail_weights(net.units, L), n_tb = tail_biases(net.units, L)
@@ -1652,6 +1698,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         tail_in.rows = NULL
         tail_in.start = 0
         tail_in.labels = NULL
+        tail_in.bad = NULL
         pack_tail(net, tail_off, params, state_1, state_2, tp, ts1, ts2, False)
     memcpy(b2, params + net.inter_off[1], k * sizeof(floating))
     memcpy(b2_s1, state_1 + net.inter_off[1], k * sizeof(floating))
@@ -1664,10 +1711,16 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         epoch_begins(loop, total, tid, T)
         start = 0
         cut_short = False
+        # the first epoch gathers every row: it checks them, if asked. A thread that
+        # finds NaN or infinity sets the stop flag read after the barrier that ends
+        # the forward pass of the batch it gathered
+        tg.bad = &found if e == 0 and tg_all.bad != NULL else NULL
         if share_rows:
             # the epoch's first batch; later ones are gathered during the batch before
             gather_share(X, tg.rows, 0, min(batch_size, n_rows), d,
-                         shared_x + (g % SHARED_ROW_BUFFERS) * x_len, tid, T)
+                         shared_x + (g % SHARED_ROW_BUFFERS) * x_len, tid, T, tg.bad)
+            if found:
+                stop[parity] = 1
             pb_barrier()
         while start < n_rows:
             m = min(batch_size, n_rows - start)
@@ -1677,8 +1730,10 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             elif share_rows:
                 x_rows = shared_x + (g % SHARED_ROW_BUFFERS) * x_len
             else:
-                gather_share(X, tg.rows, start, m, d, xb, 0, 1)
+                gather_share(X, tg.rows, start, m, d, xb, 0, 1, tg.bad)
                 x_rows = xb
+                if found:
+                    stop[parity] = 1
             # forward, block by block: h_j = f(x W1_j + b1_j), part_j = h_j W2_j
             for j in range(first, last):
                 blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
@@ -1695,7 +1750,11 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             if share_rows and start + batch_size < n_rows:
                 gather_share(X, tg.rows, start + batch_size,
                              min(batch_size, n_rows - start - batch_size), d,
-                             shared_x + ((g + 1) % SHARED_ROW_BUFFERS) * x_len, tid, T)
+                             shared_x + ((g + 1) % SHARED_ROW_BUFFERS) * x_len, tid, T,
+                             tg.bad)
+                if found:
+                    # the next batch's rows: it stops before it changes anything
+                    stop[1 - parity] = 1
             if T > 1:
                 pb_barrier()
             if tid == 0:
@@ -1804,6 +1863,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         if epoch_over(loop, e, total, cut_short, stop[0] or stop[1], tid, T):
             break
 
+    if found:
+        tg_all.bad[0] = 1
     # back into the flat layout
     pack_unit_blocks(net, ws, batch_size, n_blocks, first, last, with_z, params, state_1,
                      state_2, True)
@@ -1863,6 +1924,7 @@ def loss_grad(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
         raise ValueError("grads holds fewer values than params")
     tg.rows = NULL
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
+    tg.bad = NULL
     with nogil:
         _loss_grad(&net, &X[0], cptr_or_null(Y), cptr_or_null(sw), &tg, n_rows, chunk,
                    &params[0], &grads[0], &acts[0], &deltas[0], ptr_or_null(zs), &result)
@@ -1898,6 +1960,7 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
         raise ValueError("out holds fewer than n_rows rows of outputs")
     tg.rows = NULL
     tg.labels = NULL
+    tg.bad = NULL
     with nogil:
         start = 0
         while start < n_rows:
@@ -1940,6 +2003,7 @@ def trace(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter
     tg.rows = NULL
     tg.start = 0
     tg.labels = &labels[0] if labels.shape[0] > 0 else NULL
+    tg.bad = NULL
     with nogil:
         forward(&net, &X[0], &tg, n_rows, &params[0], &acts[0], NULL, P, &zs[0], NULL)
         loss_sum = output_loss(&net, &tg, n_rows, P, cptr_or_null(Y), swp,

@@ -67,4 +67,22 @@ PB_CLONES static void pb_adam_step##SUFFIX(T* p, const T* g, const T* g2, T* m, 
 PB_DEFINE_STEPS(double, , sqrt)
 PB_DEFINE_STEPS(float, f, sqrtf)
 
+/* dst = src, n values; returns 1 when one of them is NaN or infinite (v - v is 0
+ * exactly for finite v), else 0. The copy of a gathered row of X that also checks it,
+ * in the same pass: X then needs no scan of its own before a fit. */
+#define PB_DEFINE_COPY_FINITE(T, SUFFIX)                                              \
+PB_CLONES static int pb_copy_finite##SUFFIX(const T* src, T* dst, Py_ssize_t n)       \
+{                                                                                     \
+    int bad = 0;                                                                      \
+    for (Py_ssize_t i = 0; i < n; i++) {                                              \
+        T v = src[i];                                                                 \
+        dst[i] = v;                                                                   \
+        bad |= (v - v) != 0;                                                          \
+    }                                                                                 \
+    return bad;                                                                       \
+}
+
+PB_DEFINE_COPY_FINITE(double, )
+PB_DEFINE_COPY_FINITE(float, f)
+
 #endif

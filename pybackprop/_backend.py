@@ -13,6 +13,9 @@ import scipy.sparse as sp
 from . import _kernels, _reference
 from ._layout import ACTIVATION_CODES, LOSS_CODES, NEEDS_Z
 
+# raised by run_epoch when the rows it checks hold NaN or infinity
+NonFiniteInput = _kernels.NonFiniteInput
+
 _EMPTY_INT = np.empty(0, dtype=np.intc)
 _EMPTY_INTP = np.empty(0, dtype=np.intp)
 # rows per chunk when a whole data set goes through (predict, L-BFGS): the activation
@@ -168,6 +171,7 @@ class CythonBackend:
     reuses them."""
 
     runs_epochs = True  # run_epoch takes epochs=EpochRun
+    rows_unchecked = False  # see run_epoch
 
     def __init__(self, net, data, batch_rows, n_blocks=1, n_threads=1, by_units=False,
                  block_grads=True):
@@ -227,16 +231,22 @@ class CythonBackend:
     def run_epoch(self, params, rows, n_rows, batch_size, opt, seed=0, epochs=None):
         """One epoch over ``rows`` (None: rows 0..n_rows-1), returning its loss sum;
         with ``epochs`` (an EpochRun), the epochs it describes, shuffling ``rows`` in
-        place, returning how many ran."""
+        place, returning how many ran.
+
+        While ``rows_unchecked``, the call's first epoch checks the rows of X as it
+        gathers them (they must be all of them), raising NonFiniteInput at NaN or
+        infinity; once it returns, X is checked."""
         static, keep = self._epoch_args()
         state_1, state_2 = opt.buffers
+        check = self.rows_unchecked and rows is not None
         rows = _EMPTY_INTP if rows is None else np.ascontiguousarray(rows, dtype=np.intp)
         nesterov = bool(getattr(opt, "nesterov", False))
         # Adam's step count, advanced in place by the kernel: kept right even when
         # Ctrl-C stops the epoch midway
         steps = np.array([opt.t], dtype=np.intp)
+        nonfinite = np.zeros(1, dtype=np.int32) if check else None
         try:
-            return typed(_kernels.run_epoch, params.dtype)(
+            result = typed(_kernels.run_epoch, params.dtype)(
                 *static, rows, n_rows,
                 batch_size, params, self.grads, self.acts, self.deltas, self.xbuf, self.zs,
                 keep, seed, self.masks, opt.kind, state_1, state_2,
@@ -246,9 +256,16 @@ class CythonBackend:
                 self.n_blocks, self.n_threads, self.split_ws,
                 block_grads=self.block_grads, index_ws=self.index_ws,
                 **({} if epochs is None else epochs.kernel_args()),
+                **({} if nonfinite is None else {"nonfinite": nonfinite}),
             )
         finally:
             opt.steps_taken(int(steps[0]))
+        if check:
+            if nonfinite[0]:
+                # (the kernel raises this itself once its threads have stopped)
+                raise NonFiniteInput("X holds NaN or infinity")
+            self.rows_unchecked = False
+        return result
 
     def loss_grad(self, params, grads):
         values, indices, indptr, Y, labels, sw = self.data.for_kernels()

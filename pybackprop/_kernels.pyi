@@ -73,13 +73,16 @@ class _RunEpoch(Protocol):
         power_t: float = ...,
         t_start: int = ...,
         adaptive: bool = ...,
+        nonfinite: NDArray[np.intc] | None = ...,
     ) -> float:
         """One epoch of minibatch updates; returns Σ batch_loss · batch_rows. With
         ``totals``, up to ``n_epochs`` epochs (shuffled with ``mt_key`` / ``mt_pos``,
         stopped by the training-loss rule on ``epoch_state``); returns how many ran.
         ``block_grads``: a gradient buffer per block of rows in ``grads``, summed
         (else one, each block making its share over the whole batch; for sparse X,
-        without W_1's part but with a scratch block per thread, and ``index_ws``)."""
+        without W_1's part but with a scratch block per thread, and ``index_ws``).
+        ``nonfinite``: the first epoch checks the rows it gathers, and raises
+        NonFiniteInput (setting ``nonfinite[0]``) at NaN or infinity."""
     def __getitem__(self, key: _Specialisation) -> _RunEpoch: ...
 
 class _LossGrad(Protocol):
@@ -168,6 +171,9 @@ trace: _Trace
 
 BUILD_FLAGS: str
 HAVE_OPENMP: bool
+
+class NonFiniteInput(ValueError):
+    """X holds NaN or infinity, found by run_epoch's check of the rows it gathers."""
 
 def max_threads() -> int:
     """Threads a parallel region started from this thread would get."""

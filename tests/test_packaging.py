@@ -28,9 +28,13 @@ def test_stub_declares_every_public_kernel():
     tree = stub_tree()
     declared = {node.target.id for node in tree.body if isinstance(node, ast.AnnAssign)}
     functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)
+               and not node.name.startswith("_")}
     public = {name for name in vars(_kernels) if not name.startswith("_")
               and callable(getattr(_kernels, name))}
-    assert declared - {"BUILD_FLAGS", "HAVE_OPENMP"} == public - functions == set(KERNELS)
+    assert (declared - {"BUILD_FLAGS", "HAVE_OPENMP"} == public - functions - classes
+            == set(KERNELS))
+    assert classes == {"NonFiniteInput"} and issubclass(_kernels.NonFiniteInput, ValueError)
     assert functions == {"max_threads", "unit_split_size", "sparse_batch_nnz",
                          "sparse_step_sizes"} and functions <= public
     assert "BUILD_FLAGS" in declared and isinstance(_kernels.BUILD_FLAGS, str)
