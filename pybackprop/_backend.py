@@ -238,7 +238,11 @@ class CythonBackend:
         infinity; once it returns, X is checked."""
         static, keep = self._epoch_args()
         state_1, state_2 = opt.buffers
-        check = self.rows_unchecked and rows is not None
+        check = self.rows_unchecked
+        if check and (rows is None or len(rows) != self.data.n_samples
+                      or sp.issparse(self.data.X)):
+            raise ValueError("checking X in the epoch needs every row of dense X, "
+                             "shuffled")
         rows = _EMPTY_INTP if rows is None else np.ascontiguousarray(rows, dtype=np.intp)
         nesterov = bool(getattr(opt, "nesterov", False))
         # Adam's step count, advanced in place by the kernel: kept right even when

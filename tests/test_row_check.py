@@ -229,3 +229,21 @@ def test_other_fits_check_X_before(case, spy, monkeypatch):
         est.fit(Xin, y)
     assert str(info.value) == expected
     assert spy["calls"] == 0 and not spy["raised"]
+
+
+def test_the_backend_refuses_a_check_it_cannot_make():
+    """The check needs the epoch to gather every row of dense X: rows in their order,
+    or only some of them, are refused rather than left unchecked."""
+    X, y = data(300, 24, np.float64)
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    net = est._net(training=True)
+    backend = CythonBackend(net, est._make_data(X, _mlp._indicator(est._label_binarizer, y),
+                                                None), 100)
+    backend.rows_unchecked = True
+    for rows in (None, np.arange(200, dtype=np.intp)):
+        with pytest.raises(ValueError, match="every row of dense X"):
+            backend.run_epoch(est._flat_params.copy(), rows, 300, 100, est._optimizer)
+    assert backend.rows_unchecked
