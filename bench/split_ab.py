@@ -1,12 +1,19 @@
-"""Cut by units against cut by rows, on one workload of bench/run.py.
+"""Two settings of pybackprop against each other, on one workload of bench/run.py.
 
-    python bench/split_ab.py [WORKLOAD] [--pairs 8]
+    python bench/split_ab.py [WORKLOAD] [--pairs 8] [--what cut|x-check]
 
-Fits the workload (default mnist-shape) alternately with the first hidden layer cut by
-units and with the batch cut by rows (``pybackprop._threads.FORCE_BY_UNITS`` True, then
-False), after one warm-up fit of each, and prints each pair's times per epoch, the
-medians and the median of the pairs' ratios (units / rows). The two ways make the same
-model to rounding (tests/test_parallel.py); only their speed is compared here.
+Fits the workload (default mnist-shape) alternately with setting A and setting B, after
+one warm-up fit of each, and prints each pair's times per epoch, the medians and the
+median of the pairs' ratios (A / B). The settings (``--what``):
+
+* ``cut`` (default): the first hidden layer cut by units (A) against the batch cut by
+  rows (B), ``pybackprop._threads.FORCE_BY_UNITS`` True, then False. The two ways make
+  the same model to rounding (tests/test_parallel.py).
+* ``x-check``: X checked for NaN and infinity by the first epoch's gathers (A, the
+  default ``CHECK_ROWS_IN_KERNEL_BYTES``) against scikit-learn's check before the fit
+  (B, None). The same bits either way (tests/test_row_check.py).
+
+Only their speed is compared here.
 """
 
 import argparse
@@ -20,7 +27,15 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as bench  # noqa: E402  (bench/run.py)
 
-from pybackprop import _threads  # noqa: E402
+from pybackprop import _mlp, _threads  # noqa: E402
+
+# --what: (name of A, name of B, the object and attribute set, A's value, B's value)
+SETTINGS = {
+    "cut": ("cut by units", "by rows", _threads, "FORCE_BY_UNITS", True, False),
+    "x-check": ("X checked in the gathers", "before the fit",
+                _mlp.BaseMultilayerPerceptron, "CHECK_ROWS_IN_KERNEL_BYTES",
+                _mlp.BaseMultilayerPerceptron.CHECK_ROWS_IN_KERNEL_BYTES, None),
+}
 
 
 def main():
@@ -28,14 +43,16 @@ def main():
     ap.add_argument("workload", nargs="?", default="mnist-shape",
                     choices=sorted(bench.FIT_SETUPS))
     ap.add_argument("--pairs", type=int, default=8)
+    ap.add_argument("--what", choices=sorted(SETTINGS), default="cut")
     args = ap.parse_args()
+    name_a, name_b, owner, attribute, value_a, value_b = SETTINGS[args.what]
     cfg = bench.Config(types.SimpleNamespace(quick=False, repeats=1), [])
     setup = bench.FIT_SETUPS[args.workload](cfg)
     X, y, _, _ = setup["data"]
-    saved = _threads.FORCE_BY_UNITS
+    saved = getattr(owner, attribute)
 
-    def seconds_per_epoch(by_units):
-        _threads.FORCE_BY_UNITS = by_units
+    def seconds_per_epoch(value):
+        setattr(owner, attribute, value)
         est = bench.pb_estimator(setup["spec"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -45,20 +62,19 @@ def main():
         return seconds / est.n_iter_
 
     try:
-        seconds_per_epoch(True)
-        seconds_per_epoch(False)
-        units, rows = [], []
+        seconds_per_epoch(value_a)
+        seconds_per_epoch(value_b)
+        a, b = [], []
         for _ in range(args.pairs):
-            units.append(seconds_per_epoch(True))
-            rows.append(seconds_per_epoch(False))
-            print("units %.2f ms  rows %.2f ms  ratio %.3f" % (
-                units[-1] * 1e3, rows[-1] * 1e3, units[-1] / rows[-1]), flush=True)
+            a.append(seconds_per_epoch(value_a))
+            b.append(seconds_per_epoch(value_b))
+            print("%s %.2f ms  %s %.2f ms  ratio %.3f" % (
+                name_a, a[-1] * 1e3, name_b, b[-1] * 1e3, a[-1] / b[-1]), flush=True)
     finally:
-        _threads.FORCE_BY_UNITS = saved
-    print("%s, per epoch (median of %d pairs): cut by units %.2f ms, by rows %.2f ms; "
-          "ratio %.3f" % (args.workload, args.pairs, statistics.median(units) * 1e3,
-                          statistics.median(rows) * 1e3,
-                          statistics.median(u / r for u, r in zip(units, rows))))
+        setattr(owner, attribute, saved)
+    print("%s, per epoch (median of %d pairs): %s %.2f ms, %s %.2f ms; ratio %.3f" % (
+        args.workload, args.pairs, name_a, statistics.median(a) * 1e3, name_b,
+        statistics.median(b) * 1e3, statistics.median(x / y for x, y in zip(a, b))))
 
 
 if __name__ == "__main__":
