@@ -193,6 +193,50 @@ PB_CLONES static void pb_tanh_inplace(double* z, Py_ssize_t n)
 PB_CLONES static void pb_tanh_inplacef(float* z, Py_ssize_t n)
 { for (Py_ssize_t i = 0; i < n; i++) z[i] = pb_tanhf(z[i]); }
 
+/* Narrow rows. A loop over one row of `cols` values that are not a whole number of
+ * vectors (16 floats, 8 doubles: 16 values covers both) ends in a scalar tail, and a
+ * row of 50 doubles spends a fifth of its time there. The bias + activation loops
+ * below therefore run over q rows at a time as one flat run of q * cols values, a
+ * multiple of 16, against a tile holding the bias q times; q = 16 / gcd(cols, 16).
+ * pb_tile_rows gives q, 1 where rows are whole vectors already, 0 where the tile
+ * would pass PB_TILE_MAX values (wide rows, whose tails cost little). */
+#define PB_TILE_MAX 1024
+static inline Py_ssize_t pb_tile_rows(Py_ssize_t cols)
+{
+    Py_ssize_t g = cols & -cols;            /* the largest power of two dividing cols */
+    Py_ssize_t q = g >= 16 ? 1 : 16 / g;
+    return cols > 0 && q * cols <= PB_TILE_MAX ? q : 0;
+}
+
+/* z := f(z + b), b broadcast over the rows: row by row where rows are whole vectors
+ * (or too wide for a tile), else flat over q rows at a time against a tile of b.
+ * Either way each value sees the same operations. */
+#define PB_BIAS_ACT(NAME, T, EXPR)                                                      \
+PB_CLONES static void NAME(T* z, const T* b, Py_ssize_t rows, Py_ssize_t cols)          \
+{                                                                                       \
+    Py_ssize_t q = pb_tile_rows(cols), i, k;                                            \
+    if (q <= 1) {                                                                       \
+        for (Py_ssize_t r = 0; r < rows; r++)                                           \
+            for (Py_ssize_t c = 0; c < cols; c++) {                                     \
+                T x = z[r * cols + c] + b[c];                                           \
+                z[r * cols + c] = EXPR;                                                 \
+            }                                                                           \
+        return;                                                                         \
+    }                                                                                   \
+    T tile[PB_TILE_MAX];                                                                \
+    Py_ssize_t P = q * cols, n = rows * cols;                                           \
+    for (i = 0; i < q; i++) memcpy(tile + i * cols, b, cols * sizeof(T));               \
+    for (i = 0; i + P <= n; i += P)                                                     \
+        for (k = 0; k < P; k++) {                                                       \
+            T x = z[i + k] + tile[k];                                                   \
+            z[i + k] = EXPR;                                                            \
+        }                                                                               \
+    for (k = 0; i + k < n; k++) {                                                       \
+        T x = z[i + k] + tile[k];                                                       \
+        z[i + k] = EXPR;                                                                \
+    }                                                                                   \
+}
+
 /* The simple loops of every layer, cloned alike: relu, the derivatives of relu, tanh
  * and the logistic (through the activation's output h; the _colsum forms also add
  * each column of the result to out, in the same pass), the bias
@@ -200,7 +244,11 @@ PB_CLONES static void pb_tanh_inplacef(float* z, Py_ssize_t n)
  * apart) and
  * elementwise adds. */
 /* d := d ⊙ f' over a (rows, cols) block, f' given by DERIV of x = h and g = d, with
- * each column of the result added to out in the same pass */
+ * each column of the result added to out in the same pass, row after row: the order
+ * of NumPy's sum over axis 0, which the NumPy reference (and scikit-learn) use. (Flat
+ * over q rows at a time, with q partial sums per column, took 1.6 against 2.2 µs on
+ * 200 rows of 50 doubles, but rounds otherwise, and L-BFGS fits then drift from the
+ * reference by 7e-10 instead of agreeing to 1e-10.) */
 #define PB_GRAD_COLSUM(NAME, T, DERIV)                                                  \
 PB_CLONES static void NAME(const T* h, T* d, Py_ssize_t rows, Py_ssize_t cols, T* out)  \
 {                                                                                       \
@@ -245,52 +293,17 @@ PB_CLONES static void pb_add_rows##SUFFIX(T* z, const T* b, Py_ssize_t rows,    
     for (Py_ssize_t r = 0; r < rows; r++)                                               \
         for (Py_ssize_t c = 0; c < cols; c++) z[r * cols + c] += b[c];                  \
 }                                                                                       \
-PB_CLONES static void pb_bias_relu##SUFFIX(T* z, const T* b, Py_ssize_t rows,           \
-                                           Py_ssize_t cols)                             \
-{                                                                                       \
-    for (Py_ssize_t r = 0; r < rows; r++)                                               \
-        for (Py_ssize_t c = 0; c < cols; c++) {                                         \
-            T x = z[r * cols + c] + b[c];                                               \
-            z[r * cols + c] = x < 0 ? (T)0 : x;                                         \
-        }                                                                               \
-}
+PB_BIAS_ACT(pb_bias_relu##SUFFIX, T, x < 0 ? (T)0 : x)
 
 PB_DEFINE_SIMPLE(double, )
 PB_DEFINE_SIMPLE(float, f)
 
-/* z := f(z + b) row by row (b broadcast over the rows), one pass instead of a bias
- * fill before the product and an activation pass after it. */
-PB_CLONES static void pb_bias_tanh(double* z, const double* b, Py_ssize_t rows,
-                                   Py_ssize_t cols)
-{
-    for (Py_ssize_t r = 0; r < rows; r++)
-        for (Py_ssize_t c = 0; c < cols; c++)
-            z[r * cols + c] = pb_tanh(z[r * cols + c] + b[c]);
-}
-
-PB_CLONES static void pb_bias_tanhf(float* z, const float* b, Py_ssize_t rows,
-                                    Py_ssize_t cols)
-{
-    for (Py_ssize_t r = 0; r < rows; r++)
-        for (Py_ssize_t c = 0; c < cols; c++)
-            z[r * cols + c] = pb_tanhf(z[r * cols + c] + b[c]);
-}
-
-PB_CLONES static void pb_bias_sigmoid(double* z, const double* b, Py_ssize_t rows,
-                                      Py_ssize_t cols)
-{
-    for (Py_ssize_t r = 0; r < rows; r++)
-        for (Py_ssize_t c = 0; c < cols; c++)
-            z[r * cols + c] = 1.0 / (1.0 + pb_exp(-(z[r * cols + c] + b[c])));
-}
-
-PB_CLONES static void pb_bias_sigmoidf(float* z, const float* b, Py_ssize_t rows,
-                                       Py_ssize_t cols)
-{
-    for (Py_ssize_t r = 0; r < rows; r++)
-        for (Py_ssize_t c = 0; c < cols; c++)
-            z[r * cols + c] = 1.0f / (1.0f + pb_expf(-(z[r * cols + c] + b[c])));
-}
+/* z := f(z + b) (b broadcast over the rows), one pass instead of a bias fill before
+ * the product and an activation pass after it. */
+PB_BIAS_ACT(pb_bias_tanh, double, pb_tanh(x))
+PB_BIAS_ACT(pb_bias_tanhf, float, pb_tanhf(x))
+PB_BIAS_ACT(pb_bias_sigmoid, double, 1.0 / (1.0 + pb_exp(-x)))
+PB_BIAS_ACT(pb_bias_sigmoidf, float, 1.0f / (1.0f + pb_expf(-x)))
 
 PB_CLONES static void pb_exp_inplace(double* z, Py_ssize_t n)
 { for (Py_ssize_t i = 0; i < n; i++) z[i] = pb_exp(z[i]); }

@@ -420,3 +420,34 @@ def test_vectorised_activations_are_within_a_few_ulps(activation, reference):
     est.coefs_ = [np.eye(d), np.eye(d)]
     est.intercepts_ = [np.zeros(d), np.zeros(d)]
     np.testing.assert_array_max_ulp(est.predict(X), reference(X), maxulp=4)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic"])
+def test_bias_and_activation_on_narrow_rows(activation, dtype):
+    """The bias + activation pass runs flat over q rows at a time when a row is not a
+    whole number of vectors (pb_tile_rows): every width's path (q = 16, 8, 4, 2, rows
+    of whole vectors, a tile too wide), with row counts that leave part of a tile,
+    against the forward pass written in NumPy. A bias shifted by one column, or a tile
+    reused from the wrong row, is off by far more than the tolerance."""
+    act = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh,
+           "logistic": lambda z: 1 / (1 + np.exp(-z))}[activation]
+    rng = np.random.RandomState(1)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for width in (1, 3, 7, 10, 12, 24, 40, 50, 100, 130, 16, 64):
+        for rows in (1, 5, 17, 203):
+            X = rng.standard_normal((rows, 6)).astype(dtype)
+            est = MLPRegressor(hidden_layer_sizes=(width,), activation=activation,
+                               max_iter=1, random_state=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                est.fit(X[:1].repeat(2, axis=0), np.zeros(2))
+            est.coefs_ = [rng.standard_normal((6, width)).astype(dtype),
+                          rng.standard_normal((width, 1)).astype(dtype)]
+            # distinct biases per column, so that a misplaced one shows
+            est.intercepts_ = [np.linspace(-2, 2, width).astype(dtype),
+                               np.array([0.5], dtype=dtype)]
+            h = act(X.astype(np.float64) @ est.coefs_[0] + est.intercepts_[0])
+            expected = (h @ est.coefs_[1] + est.intercepts_[1]).ravel()
+            assert_allclose(est.predict(X), expected, rtol=tol, atol=tol,
+                            err_msg=f"width {width}, {rows} rows")
