@@ -413,7 +413,7 @@ cdef double output_loss(const Net* net, const Targets* tg, intp m,
                         const floating* P, const floating* Y, const floating* sw,
                         floating* dz, bint with_loss=True) noexcept nogil:
     """Sum over the batch of (sample weight × row loss); writes dz = (p - y) · s.
-    Without ``with_loss``, dz alone (returns 0).
+    Without ``with_loss``, dz alone (returns 0). dz may be P itself (dz in place).
 
     Row losses: half squared error summed over outputs; half Poisson deviance
     ``y log(y/p) - y + p``; ``-log p_y`` for softmax; binary cross-entropy summed over
@@ -435,11 +435,12 @@ cdef double output_loss(const Net* net, const Targets* tg, intp m,
         row_loss = 0
         if net.loss == LOG_LOSS:
             c = tg.labels[r]
-            for j in range(k):
-                dz_row[j] = p_row[j]
-            dz_row[c] -= 1
             if with_loss:
                 row_loss = -clip_log(p_row[c], eps)
+            if dz_row != p_row:
+                for j in range(k):
+                    dz_row[j] = p_row[j]
+            dz_row[c] -= 1
         elif not with_loss:
             y_row = Y + r * k
             for j in range(k):
@@ -1380,7 +1381,7 @@ cdef inline UnitBlock unit_block(intp d, intp H, intp k, intp m, int B, int j,
 cdef inline intp unit_thread_size(intp d, intp H, intp k, intp m, int B) noexcept nogil:
     """Values of a thread's workspace: z_2 (or the output) and dz_2, b_2 with its
     gradient and two states, and room for a block's W2_j transposed (with one hidden
-    layer, thread 0's output and dz_2 serve every thread). The tail's
+    layer, thread 0's output, turned into dz_2 in place, serves every thread). The tail's
     workspace follows (tail_thread_size). The batch's rows of X lie before all the
     threads' workspaces (unit_split_values)."""
     return 2 * pad16(m * k) + 4 * pad16(k) + pad16((H + B - 1) // B * k)
@@ -1681,9 +1682,11 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     w2t = b2_s2 + pad16(k)
     if L == 2:
         # one hidden layer: block j makes rows [m j / B, m (j + 1) / B) of the output,
-        # its loss and dz, in thread 0's buffers, which every thread then reads
+        # its loss and dz (in place of the output: one buffer fewer to write, and to
+        # take from the core that read it last), in thread 0's buffer, which every
+        # thread then reads
         out = shared_x + row_buffers(T) * x_len
-        dz = out + pad16(batch_size * k)
+        dz = out
     if L > 2:
         tp = mine + unit_thread_size(d, H, k, batch_size, n_blocks)
         tgr = tp + n_t
@@ -1796,8 +1799,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                         activate(net.output, o, (r1 - r0) * k)
                     tg_rows = tg
                     tg_rows.start = tg.start + r0
-                    loss_parts[j] = output_loss(net, &tg_rows, r1 - r0, o, Y, sw,
-                                                dz + r0 * k, True)
+                    loss_parts[j] = output_loss(net, &tg_rows, r1 - r0, o, Y, sw, o, True)
                 # every block's rows of dz, before any backward pass reads them (and
                 # they are next written after the next batch's forward barrier, when
                 # every thread is done reading them)
