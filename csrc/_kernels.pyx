@@ -1264,6 +1264,7 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
     cdef double total = 0
     cdef double* sq_parts
     cdef intp* tail_off = NULL
+    cdef floating* tail_parts = NULL
     cdef intp L = net.n_layers, i, n_tw, a
     cdef int stop[2]
     if L < 2 or net.sparse or dropout:
@@ -1282,8 +1283,12 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
         # the tail's layer tables, the same for every thread: W_l and b_l in its copy
         # [W_3 ... W_L | b_3 ... b_L], and layer l's block of its activations
         tail_off = <intp*> PyMem_Malloc(3 * (L - 2) * sizeof(intp))
+        # each block's part of the tail's gradient, over its rows of the batch
+        tail_parts = <floating*> PyMem_Malloc(
+            n_blocks * pad16(tail_weights(net.units, L) + tail_biases(net.units, L))
+            * sizeof(floating))
     try:
-        if sq_parts == NULL or (L > 2 and tail_off == NULL):
+        if sq_parts == NULL or (L > 2 and (tail_off == NULL or tail_parts == NULL)):
             raise MemoryError()
         n_tw = tail_weights(net.units, L)
         a = 0
@@ -1296,10 +1301,12 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
             _unit_share(net, &X[0], cptr_or_null(Y), cptr_or_null(sw), tg, n_rows,
                         batch_size, n_blocks, &params[0], &ws[0], solver, &state_1[0],
                         ptr_or_null(state_2), momentum, nesterov, beta_1, beta_2,
-                        epsilon, &step_count[0], sq_parts, &total, stop, loop, tail_off)
+                        epsilon, &step_count[0], sq_parts, &total, stop, loop, tail_off,
+                        tail_parts)
     finally:
         PyMem_Free(sq_parts)
         PyMem_Free(tail_off)
+        PyMem_Free(tail_parts)
     if stop[0] or stop[1]:
         raise_stopped(tg.bad)
 
@@ -1323,17 +1330,19 @@ cdef int raise_stopped(const int* bad) except -1:
 # A net x -> h (H units) -> z_2 (k = units[2] values a row) -> ... is cut by the units
 # of its first hidden layer instead of rows: block j of B owns units [H j / B,
 # H (j+1) / B), i.e. columns of W_1 and b_1 and rows of W_2. Its forward pass gives
-# its part of z_2, h_j @ W2_j; the parts are summed in block order. With one hidden
-# layer z_2 is the output: block j makes rows [m j / B, m (j+1) / B) of it, their
-# softmax, loss and dz, into buffers every thread reads after a second barrier
-# (digits-sgd in-process A/B 0.985, digits 0.987, against every thread computing all
-# the rows). With more, every thread computes the same rest of the net, the later
-# layers (the tail: f_2, then W_3, b_3 ... to the loss, and back to dz_2), whose
-# parameters every thread keeps a copy of and steps alike, as it does b_2. Each block
-# runs its own backward pass and steps its own parameters, which it keeps, with their
-# optimizer state, packed in its workspace for the whole epoch. No thread writes what
-# another reads, except the parts (and with one hidden layer, the output's rows): one
-# barrier per batch, two with one hidden layer.
+# its part of z_2, h_j @ W2_j; the parts are summed in block order. Then block j
+# takes rows [m j / B, m (j+1) / B) of the batch on: with one hidden layer z_2 is the
+# output, and the block makes those rows of it, their softmax, loss and dz; with more,
+# it runs the later layers over them (the tail: f_2, then W_3, b_3 ... to the loss,
+# and back to dz_2), and its part of the tail's gradient. Every thread reads the rows
+# of dz_2 (and the parts of the loss and of the tail's gradient, added in block order)
+# after a second barrier. Every thread keeps a copy of the tail's parameters and steps
+# it alike, as it does b_2. (Before, every thread computed all the rows: in-process
+# A/B against that, digits-sgd 0.985, digits 0.987, mnist-shape 0.963 and 0.976.)
+# Each block runs its own backward pass and steps its own parameters, which it keeps,
+# with their optimizer state, packed in its workspace for the whole epoch. No thread
+# writes what another reads but the parts, the rows of dz_2 and the parts of the loss
+# and the tail's gradient: two barriers per batch.
 
 
 cdef inline intp pad16(intp n) noexcept nogil:
@@ -1380,8 +1389,8 @@ cdef inline UnitBlock unit_block(intp d, intp H, intp k, intp m, int B, int j,
 
 cdef inline intp unit_thread_size(intp d, intp H, intp k, intp m, int B) noexcept nogil:
     """Values of a thread's workspace: z_2 (or the output) and dz_2, b_2 with its
-    gradient and two states, and room for a block's W2_j transposed (with one hidden
-    layer, thread 0's output, turned into dz_2 in place, serves every thread). The tail's
+    gradient and two states, and room for a block's W2_j transposed (thread 0's dz_2
+    serves every thread; with one hidden layer it is made in place of the output). The tail's
     workspace follows (tail_thread_size). The batch's rows of X lie before all the
     threads' workspaces (unit_split_values)."""
     return 2 * pad16(m * k) + 4 * pad16(k) + pad16((H + B - 1) // B * k)
@@ -1601,7 +1610,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                       int solver, floating* state_1, floating* state_2,
                       double momentum, bint nesterov, double beta_1, double beta_2,
                       double epsilon, intp* t, double* sq_parts, double* total,
-                      int* stop, EpochLoop* loop, const intp* tail_off) noexcept nogil:
+                      int* stop, EpochLoop* loop, const intp* tail_off,
+                      floating* tail_parts) noexcept nogil:
     """One thread's share of ``loop``'s epochs of a net whose first hidden layer is cut
     by units (see above); thread k of T runs blocks [B k / T, B (k+1) / T), packed
     once for all the epochs, and keeps its own copy of the tail (``tail_off``: its
@@ -1687,6 +1697,10 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         # thread then reads
         out = shared_x + row_buffers(T) * x_len
         dz = out
+    else:
+        # with a tail, block j runs the tail over those rows, in this thread's
+        # buffers, and writes their rows of dz_2 into thread 0's
+        dz = shared_x + row_buffers(T) * x_len + pad16(batch_size * k)
     if L > 2:
         tp = mine + unit_thread_size(d, H, k, batch_size, n_blocks)
         tgr = tp + n_t
@@ -1809,26 +1823,50 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 for j in range(n_blocks):
                     loss += loss_parts[j]
             else:
-                # out = b2 + the blocks' parts in block order; then the tail in every
-                # thread alike, and back to dz_2
-                fill_rows(out, b2, m, k)
+                # the tail over block j's rows: h_2 = f_2(b2 + the blocks' parts, added
+                # in block order), on to the loss, back to those rows of dz_2, and the
+                # tail's gradient over them, block j's part of it
+                for j in range(first, last):
+                    r0 = m * j // n_blocks
+                    r1 = m * (j + 1) // n_blocks
+                    if r1 == r0:
+                        loss_parts[j] = 0
+                        memset(tail_parts + j * n_t, 0, n_t * sizeof(floating))
+                        continue
+                    o = out + r0 * k
+                    fill_rows(o, b2, r1 - r0, k)
+                    for jj in range(n_blocks):
+                        blk = unit_block(d, H, k, batch_size, n_blocks, jj, with_z)
+                        add_inplace(o, ws + blk.start + blk.part + parity * blk.part_len
+                                    + r0 * k, (r1 - r0) * k)
+                    if tail_z:
+                        memcpy(z2 + r0 * k, o, (r1 - r0) * k * sizeof(floating))
+                    activate(net.hidden[1], o, (r1 - r0) * k)
+                    forward(&tail, o, &tail_in, r1 - r0, tp, tacts, NULL, tout, tzs, NULL)
+                    tg_rows = tg
+                    tg_rows.start = tg.start + r0
+                    loss_parts[j] = output_loss(&tail, &tg_rows, r1 - r0, tout, Y, sw,
+                                                tdel + tail_off[3 * Lt - 1], True)
+                    backward(&tail, o, &tail_in, r1 - r0, tp, tacts, tdel, NULL,
+                             tail_parts + j * n_t, False, tzs, NULL, NULL)
+                    # dz_2 = (dz_3 W_3^T) ⊙ f_2'
+                    gemm(False, True, <int> (r1 - r0), <int> k, <int> net.units[3],
+                         <floating> 1.0, tdel, <int> net.units[3], tp, <int> net.units[3],
+                         <floating> 0.0, dz + r0 * k, <int> k)
+                    multiply_derivative(net.hidden[1], o, z2 + r0 * k if tail_z else NULL,
+                                        dz + r0 * k, (r1 - r0) * k)
+                # every block's rows of dz_2 and part of the tail's gradient, before any
+                # thread reads them (they are next written after the next batch's
+                # forward barrier, when every thread is done with them)
+                if T > 1:
+                    pb_barrier()
+                loss = 0
                 for j in range(n_blocks):
-                    blk = unit_block(d, H, k, batch_size, n_blocks, j, with_z)
-                    add_inplace(out, ws + blk.start + blk.part + parity * blk.part_len,
-                                m * k)
-                if tail_z:
-                    memcpy(z2, out, m * k * sizeof(floating))
-                activate(net.hidden[1], out, m * k)
-                forward(&tail, out, &tail_in, m, tp, tacts, NULL, tout, tzs, NULL)
-                loss = output_loss(&tail, &tg, m, tout, Y, sw, tdel + tail_off[3 * Lt - 1],
-                                   tid == 0)
-                backward(&tail, out, &tail_in, m, tp, tacts, tdel, NULL, tgr, False, tzs,
-                         NULL, NULL)
-                # dz_2 = (dz_3 W_3^T) ⊙ f_2'
-                gemm(False, True, <int> m, <int> k, <int> net.units[3], <floating> 1.0,
-                     tdel, <int> net.units[3], tp, <int> net.units[3], <floating> 0.0, dz,
-                     <int> k)
-                multiply_derivative(net.hidden[1], out, z2, dz, m * k)
+                    loss += loss_parts[j]
+                # the tail's gradient: the blocks' parts added in block order
+                memcpy(tgr, tail_parts, n_t * sizeof(floating))
+                for j in range(1, n_blocks):
+                    add_inplace(tgr, tail_parts + j * n_t, n_t)
             sw_sum = batch_weight(sw, &tg, m)
             lr_t = step_size(solver, loop.lr, beta_1, beta_2, &steps)
             if tid == 0:

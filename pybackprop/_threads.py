@@ -132,9 +132,9 @@ def fit_split(rows, dropout):
 # fewest hidden units in a block when a net's first hidden layer is cut by units
 MIN_UNITS_PER_BLOCK = 8
 
-# with more than one hidden layer, the weights of the layers after the second, which
-# every thread runs whole (the tail), times the blocks, may be at most this share of
-# the weights the blocks cut (W_1 and W_2)
+# with more than one hidden layer, the weights of the layers after the second (the
+# tail, of which every thread keeps and steps a copy), times the blocks, may be at most
+# this share of the weights the blocks cut (W_1 and W_2)
 TAIL_SHARE = 0.05
 
 # None: decide per fit (cut_by_units); True or False: that way for every fit that can
