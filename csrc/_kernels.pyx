@@ -1795,74 +1795,57 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 # before this batch changed anything: the epoch is cut short
                 cut_short = True
                 break
-            if L == 2:
-                # out = b2 + the blocks' parts in block order, then the output, the
-                # loss and dz: block j's rows here, the rest by the other blocks
-                for j in range(first, last):
-                    r0 = m * j // n_blocks
-                    r1 = m * (j + 1) // n_blocks
-                    o = out + r0 * k
-                    fill_rows(o, b2, r1 - r0, k)
-                    for jj in range(n_blocks):
-                        blk = unit_block(d, H, k, batch_size, n_blocks, jj, with_z)
-                        add_inplace(o, ws + blk.start + blk.part + parity * blk.part_len
-                                    + r0 * k, (r1 - r0) * k)
+            # block j takes rows [m j / B, m (j + 1) / B) of the batch on: z_2 = b2 +
+            # the blocks' parts (added in block order) over them; with one hidden
+            # layer z_2 is the output, whose rows the block turns into their softmax,
+            # loss and dz (in place); with more, h_2 = f_2(z_2) runs the tail over
+            # those rows to the loss and back to their rows of dz_2, and gives the
+            # block's part of the tail's gradient
+            for j in range(first, last):
+                r0 = m * j // n_blocks
+                r1 = m * (j + 1) // n_blocks
+                if L > 2 and r1 == r0:
+                    loss_parts[j] = 0
+                    memset(tail_parts + j * n_t, 0, n_t * sizeof(floating))
+                    continue
+                o = out + r0 * k
+                fill_rows(o, b2, r1 - r0, k)
+                for jj in range(n_blocks):
+                    blk = unit_block(d, H, k, batch_size, n_blocks, jj, with_z)
+                    add_inplace(o, ws + blk.start + blk.part + parity * blk.part_len
+                                + r0 * k, (r1 - r0) * k)
+                tg_rows = tg
+                tg_rows.start = tg.start + r0
+                if L == 2:
                     if net.output == SOFTMAX:
                         softmax_rows(o, r1 - r0, k)
                     else:
                         activate(net.output, o, (r1 - r0) * k)
-                    tg_rows = tg
-                    tg_rows.start = tg.start + r0
                     loss_parts[j] = output_loss(net, &tg_rows, r1 - r0, o, Y, sw, o, True)
-                # every block's rows of dz, before any backward pass reads them (and
-                # they are next written after the next batch's forward barrier, when
-                # every thread is done reading them)
-                if T > 1:
-                    pb_barrier()
-                loss = 0
-                for j in range(n_blocks):
-                    loss += loss_parts[j]
-            else:
-                # the tail over block j's rows: h_2 = f_2(b2 + the blocks' parts, added
-                # in block order), on to the loss, back to those rows of dz_2, and the
-                # tail's gradient over them, block j's part of it
-                for j in range(first, last):
-                    r0 = m * j // n_blocks
-                    r1 = m * (j + 1) // n_blocks
-                    if r1 == r0:
-                        loss_parts[j] = 0
-                        memset(tail_parts + j * n_t, 0, n_t * sizeof(floating))
-                        continue
-                    o = out + r0 * k
-                    fill_rows(o, b2, r1 - r0, k)
-                    for jj in range(n_blocks):
-                        blk = unit_block(d, H, k, batch_size, n_blocks, jj, with_z)
-                        add_inplace(o, ws + blk.start + blk.part + parity * blk.part_len
-                                    + r0 * k, (r1 - r0) * k)
-                    if tail_z:
-                        memcpy(z2 + r0 * k, o, (r1 - r0) * k * sizeof(floating))
-                    activate(net.hidden[1], o, (r1 - r0) * k)
-                    forward(&tail, o, &tail_in, r1 - r0, tp, tacts, NULL, tout, tzs, NULL)
-                    tg_rows = tg
-                    tg_rows.start = tg.start + r0
-                    loss_parts[j] = output_loss(&tail, &tg_rows, r1 - r0, tout, Y, sw,
-                                                tdel + tail_off[3 * Lt - 1], True)
-                    backward(&tail, o, &tail_in, r1 - r0, tp, tacts, tdel, NULL,
-                             tail_parts + j * n_t, False, tzs, NULL, NULL)
-                    # dz_2 = (dz_3 W_3^T) ⊙ f_2'
-                    gemm(False, True, <int> (r1 - r0), <int> k, <int> net.units[3],
-                         <floating> 1.0, tdel, <int> net.units[3], tp, <int> net.units[3],
-                         <floating> 0.0, dz + r0 * k, <int> k)
-                    multiply_derivative(net.hidden[1], o, z2 + r0 * k if tail_z else NULL,
-                                        dz + r0 * k, (r1 - r0) * k)
-                # every block's rows of dz_2 and part of the tail's gradient, before any
-                # thread reads them (they are next written after the next batch's
-                # forward barrier, when every thread is done with them)
-                if T > 1:
-                    pb_barrier()
-                loss = 0
-                for j in range(n_blocks):
-                    loss += loss_parts[j]
+                    continue
+                if tail_z:
+                    memcpy(z2 + r0 * k, o, (r1 - r0) * k * sizeof(floating))
+                activate(net.hidden[1], o, (r1 - r0) * k)
+                forward(&tail, o, &tail_in, r1 - r0, tp, tacts, NULL, tout, tzs, NULL)
+                loss_parts[j] = output_loss(&tail, &tg_rows, r1 - r0, tout, Y, sw,
+                                            tdel + tail_off[3 * Lt - 1], True)
+                backward(&tail, o, &tail_in, r1 - r0, tp, tacts, tdel, NULL,
+                         tail_parts + j * n_t, False, tzs, NULL, NULL)
+                # dz_2 = (dz_3 W_3^T) ⊙ f_2'
+                gemm(False, True, <int> (r1 - r0), <int> k, <int> net.units[3],
+                     <floating> 1.0, tdel, <int> net.units[3], tp, <int> net.units[3],
+                     <floating> 0.0, dz + r0 * k, <int> k)
+                multiply_derivative(net.hidden[1], o, z2 + r0 * k if tail_z else NULL,
+                                    dz + r0 * k, (r1 - r0) * k)
+            # every block's rows of dz_2 and parts, before any thread reads them (they
+            # are next written after the next batch's forward barrier, when every
+            # thread is done with them)
+            if T > 1:
+                pb_barrier()
+            loss = 0
+            for j in range(n_blocks):
+                loss += loss_parts[j]
+            if L > 2:
                 # the tail's gradient: the blocks' parts added in block order
                 memcpy(tgr, tail_parts, n_t * sizeof(floating))
                 for j in range(1, n_blocks):
