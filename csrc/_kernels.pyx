@@ -1390,7 +1390,8 @@ cdef inline UnitBlock unit_block(intp d, intp H, intp k, intp m, int B, int j,
 cdef inline intp unit_thread_size(intp d, intp H, intp k, intp m, int B) noexcept nogil:
     """Values of a thread's workspace: z_2 (or the output) and dz_2, b_2 with its
     gradient and two states, and room for a block's W2_j transposed (thread 0's dz_2
-    serves every thread; with one hidden layer it is made in place of the output). The tail's
+    serves every thread; with one hidden layer it is made in place of the output, and
+    the other threads' z_2 and dz_2 go unused). The tail's
     workspace follows (tail_thread_size). The batch's rows of X lie before all the
     threads' workspaces (unit_split_values)."""
     return 2 * pad16(m * k) + 4 * pad16(k) + pad16((H + B - 1) // B * k)
@@ -1726,7 +1727,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         tail.indices = NULL
         tail.indptr = NULL
         tout = tacts + tail_off[2 * Lt + Lt - 1]
-        # the tail's input, h_2, is read where it lies: rows 0..m-1 of the z_2 buffer
+        # the tail's input, h_2, is read where it lies: the block's rows of this
+        # thread's z_2 buffer
         tail_in.rows = NULL
         tail_in.start = 0
         tail_in.labels = NULL
@@ -1806,7 +1808,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 r1 = m * (j + 1) // n_blocks
                 if L > 2 and r1 == r0:
                     loss_parts[j] = 0
-                    memset(tail_parts + j * n_t, 0, n_t * sizeof(floating))
+                    memset(tail_parts + j * n_t, 0, (n_tw + n_tb) * sizeof(floating))
                     continue
                 o = out + r0 * k
                 fill_rows(o, b2, r1 - r0, k)
@@ -1846,10 +1848,11 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             for j in range(n_blocks):
                 loss += loss_parts[j]
             if L > 2:
-                # the tail's gradient: the blocks' parts added in block order
-                memcpy(tgr, tail_parts, n_t * sizeof(floating))
+                # the tail's gradient: the blocks' parts added in block order (the
+                # parts' padding past n_tw + n_tb is never written, nor read)
+                memcpy(tgr, tail_parts, (n_tw + n_tb) * sizeof(floating))
                 for j in range(1, n_blocks):
-                    add_inplace(tgr, tail_parts + j * n_t, n_t)
+                    add_inplace(tgr, tail_parts + j * n_t, n_tw + n_tb)
             sw_sum = batch_weight(sw, &tg, m)
             lr_t = step_size(solver, loop.lr, beta_1, beta_2, &steps)
             if tid == 0:

@@ -198,8 +198,9 @@ PB_CLONES static void pb_tanh_inplacef(float* z, Py_ssize_t n)
  * row of 50 doubles spends a fifth of its time there. The bias + activation loops
  * below therefore run over q rows at a time as one flat run of q * cols values, a
  * multiple of 16, against a tile holding the bias q times; q = 16 / gcd(cols, 16).
- * pb_tile_rows gives q, 1 where rows are whole vectors already, 0 where the tile
- * would pass PB_TILE_MAX values (wide rows, whose tails cost little). */
+ * pb_tile_rows gives q (1 where rows are whole vectors already), or 0 where the tile
+ * would pass PB_TILE_MAX values (wide rows, whose tails cost little, or whole
+ * vectors); either of the last two goes row by row. */
 #define PB_TILE_MAX 1024
 static inline Py_ssize_t pb_tile_rows(Py_ssize_t cols)
 {

@@ -195,7 +195,7 @@ def cut_by_units(units, rows, n_blocks, sparse, dropout):
     rather than its batches' rows: for dense X and no dropout, when each block gets
     MIN_UNITS_PER_BLOCK units or more, the threads would exchange less than the
     parameters (rows × units[2] values per batch, against the B gradients of a cut by
-    rows), and what every thread repeats is small (TAIL_SHARE).
+    rows), and the tail, whose copy every thread keeps and steps, is small (TAIL_SHARE).
 
     Cut by units, no thread reads the weights another has just stepped. Cut by rows,
     every core reads all the weights each batch, and that costs: the 784-256-128-10
