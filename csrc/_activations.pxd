@@ -298,15 +298,14 @@ cdef inline void bias_activate(int kind, floating* z, const floating* b, Py_ssiz
     """z := f(z + b) over a (rows, cols) block, b broadcast over the rows, f any
     activation or softmax (row by row); keep_z (not NULL) gets z + b first. relu adds
     the bias in its own pass, and so do tanh and the logistic when rows hold a whole
-    number of vectors (16 values) or narrow rows that the loops take q rows at a time
-    (pb_tile_rows in _vexp.h): otherwise each row would end in a scalar tail of
+    number of vectors (16 values) or are narrow rows that the loops take q rows at a
+    time (pb_tile_rows in _vexp.h gives 1 or q): otherwise each row would end in a scalar tail of
     exp-costly values, and the bias pass then one flat pass over the block is faster.
     tanh over 200 rows of 50 doubles (C microbenchmark on the AMD EPYC of
     bench/run.py, x86-64-v4 clone): row by row 12.2 µs, the bias pass then the flat
     tanh 10.5 µs, 8 rows at a time 9.5 µs."""
     if keep_z == NULL and (kind == RELU
-                           or (kind == TANH or kind == LOGISTIC)
-                           and (cols % 16 == 0 or pb_tile_rows(cols) > 0)):
+                           or (kind == TANH or kind == LOGISTIC) and pb_tile_rows(cols) > 0):
         if kind == RELU:
             if floating is float:
                 pb_bias_reluf(z, b, rows, cols)

@@ -198,15 +198,18 @@ PB_CLONES static void pb_tanh_inplacef(float* z, Py_ssize_t n)
  * row of 50 doubles spends a fifth of its time there. The bias + activation loops
  * below therefore run over q rows at a time as one flat run of q * cols values, a
  * multiple of 16, against a tile holding the bias q times; q = 16 / gcd(cols, 16).
- * pb_tile_rows gives q (1 where rows are whole vectors already), or 0 where the tile
- * would pass PB_TILE_MAX values (wide rows, whose tails cost little, or whole
- * vectors); either of the last two goes row by row. */
+ * pb_tile_rows gives q, 1 where rows are whole vectors already, or 0 where the tile
+ * would pass PB_TILE_MAX values (wide rows, whose tails cost little); rows of 1 or 0
+ * go row by row. */
 #define PB_TILE_MAX 1024
 static inline Py_ssize_t pb_tile_rows(Py_ssize_t cols)
 {
     Py_ssize_t g = cols & -cols;            /* the largest power of two dividing cols */
-    Py_ssize_t q = g >= 16 ? 1 : 16 / g;
-    return cols > 0 && q * cols <= PB_TILE_MAX ? q : 0;
+    if (cols <= 0)
+        return 0;
+    if (g >= 16)
+        return 1;
+    return 16 / g * cols <= PB_TILE_MAX ? 16 / g : 0;
 }
 
 /* z := f(z + b), b broadcast over the rows: row by row where rows are whole vectors
