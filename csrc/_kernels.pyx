@@ -90,6 +90,78 @@ cdef extern from "_loops.h" nogil:
     int pb_copy_finite(const double* src, double* dst, Py_ssize_t n)
     int pb_copy_finitef(const float* src, float* dst, Py_ssize_t n)
 
+cdef extern from "_rowgemm.h" nogil:
+    int pb_rowgemm_available()
+    void pb_xwf(const float* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ssize_t m,
+                const float* W, Py_ssize_t n, float* Z)
+    void pb_xtdzf(const float* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ssize_t m,
+                  const float* dZ, Py_ssize_t n, float* G, const float** rp)
+    void pb_xw(const double* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ssize_t m,
+               const double* W, Py_ssize_t n, double* Z)
+    void pb_xtdz(const double* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ssize_t m,
+                 const double* dZ, Py_ssize_t n, double* G, const double** rp)
+    int pb_any_nonfinitef(const float* x, Py_ssize_t n)
+
+# float32 fits cut by units make the first layer's two products with _rowgemm.h's
+# loops, which read the batch's rows where they lie in X (no gather, no packed copies
+# in BLAS), where the CPU has AVX-512; row_products() turns them off and on
+cdef bint ROW_PRODUCTS = pb_rowgemm_available() != 0
+# whether the last fit cut by units made them (for the tests)
+cdef bint LAST_SPLIT_ROW_PRODUCTS = False
+
+
+def row_products(enable=None):
+    """Whether float32 fits cut by hidden units make the first layer's products with
+    the loops that read X's rows in place (csrc/_rowgemm.h) rather than gathering the
+    batch and calling BLAS; ``enable`` (True or False) sets it first. They can be on
+    only where the CPU runs AVX-512."""
+    global ROW_PRODUCTS
+    if enable is not None:
+        ROW_PRODUCTS = bool(enable) and pb_rowgemm_available() != 0
+    return bool(ROW_PRODUCTS)
+
+
+def _last_split_used_row_products():
+    """Whether the last epochs cut by units made the first layer's products from X's
+    rows in place."""
+    return bool(LAST_SPLIT_ROW_PRODUCTS)
+
+
+def _row_products(const floating[:, ::1] X, const intp[::1] rows,
+                  const floating[:, ::1] W, floating[:, ::1] Z,
+                  const floating[:, ::1] dZ, floating[:, ::1] G):
+    """Tests' entry to _rowgemm.h: Z = X[rows] @ W and G = X[rows].T @ dZ (X's rows
+    in order when rows is None), made by pb_xw / pb_xtdz."""
+    cdef intp n_x = X.shape[0], d = X.shape[1], n = W.shape[1], i
+    cdef intp m = n_x if rows is None else rows.shape[0]
+    cdef const intp* at = NULL
+    cdef const floating** rp
+    if not pb_rowgemm_available():
+        raise RuntimeError("this CPU does not run AVX-512")
+    if (W.shape[0] != d or Z.shape[0] != m or Z.shape[1] != n or dZ.shape[0] != m
+            or dZ.shape[1] != n or G.shape[0] != d or G.shape[1] != n):
+        raise ValueError("shapes do not match: X (n, d), W (d, k), Z and dZ (m, k), "
+                         "G (d, k)")
+    if rows is not None:
+        for i in range(m):
+            if not 0 <= rows[i] < n_x:
+                raise ValueError(f"row {rows[i]} is outside X's {n_x} rows")
+    if m == 0 or d == 0 or n == 0:
+        raise ValueError("empty product")
+    if rows is not None:
+        at = &rows[0]
+    rp = <const floating**> PyMem_Malloc(m * sizeof(floating*))
+    if rp == NULL:
+        raise MemoryError()
+    if floating is float:
+        pb_xwf(&X[0, 0], d, at, m, &W[0, 0], n, &Z[0, 0])
+        pb_xtdzf(&X[0, 0], d, at, m, &dZ[0, 0], n, &G[0, 0], rp)
+    else:
+        pb_xw(&X[0, 0], d, at, m, &W[0, 0], n, &Z[0, 0])
+        pb_xtdz(&X[0, 0], d, at, m, &dZ[0, 0], n, &G[0, 0], rp)
+    PyMem_Free(rp)
+
+
 cdef extern from "_mt19937.h" nogil:
     ctypedef struct pb_mt:
         unsigned int* key
@@ -1265,6 +1337,7 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
     cdef double* sq_parts
     cdef intp* tail_off = NULL
     cdef floating* tail_parts = NULL
+    cdef const floating** row_ptrs = NULL
     cdef intp L = net.n_layers, i, n_tw, a
     cdef int stop[2]
     if L < 2 or net.sparse or dropout:
@@ -1287,9 +1360,17 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
         tail_parts = <floating*> PyMem_Malloc(
             n_blocks * pad16(tail_weights(net.units, L) + tail_biases(net.units, L))
             * sizeof(floating))
+    if floating is float and ROW_PRODUCTS:
+        # each thread's pointers to its batch's rows of X (see _unit_share)
+        row_ptrs = <const floating**> PyMem_Malloc(n_threads * batch_size
+                                                   * sizeof(floating*))
     try:
         if sq_parts == NULL or (L > 2 and (tail_off == NULL or tail_parts == NULL)):
             raise MemoryError()
+        if floating is float and ROW_PRODUCTS and row_ptrs == NULL:
+            raise MemoryError()
+        global LAST_SPLIT_ROW_PRODUCTS
+        LAST_SPLIT_ROW_PRODUCTS = row_ptrs != NULL
         n_tw = tail_weights(net.units, L)
         a = 0
         for i in range(L - 2):
@@ -1302,8 +1383,9 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
                         batch_size, n_blocks, &params[0], &ws[0], solver, &state_1[0],
                         ptr_or_null(state_2), momentum, nesterov, beta_1, beta_2,
                         epsilon, &step_count[0], sq_parts, &total, stop, loop, tail_off,
-                        tail_parts)
+                        tail_parts, row_ptrs)
     finally:
+        PyMem_Free(row_ptrs)
         PyMem_Free(sq_parts)
         PyMem_Free(tail_off)
         PyMem_Free(tail_parts)
@@ -1612,13 +1694,17 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                       double momentum, bint nesterov, double beta_1, double beta_2,
                       double epsilon, intp* t, double* sq_parts, double* total,
                       int* stop, EpochLoop* loop, const intp* tail_off,
-                      floating* tail_parts) noexcept nogil:
+                      floating* tail_parts, const floating** row_ptrs) noexcept nogil:
     """One thread's share of ``loop``'s epochs of a net whose first hidden layer is cut
     by units (see above); thread k of T runs blocks [B k / T, B (k+1) / T), packed
     once for all the epochs, and keeps its own copy of the tail (``tail_off``: its
     layer tables, see run_unit_split). Thread 0 adds up the loss and looks for
     Ctrl-C; every thread reads ``stop[parity]`` after the next barrier, before it
-    changes anything (two flags: thread 0 sets the other one)."""
+    changes anything (two flags: thread 0 sets the other one).
+
+    With ``row_ptrs`` (float32, AVX-512: ROW_PRODUCTS), x W1_j and x^T dz_j read the
+    batch's rows where they lie in X (pb_xwf, pb_xtdzf): no rows are gathered, and in
+    the first epoch each thread checks its share of every batch's rows instead."""
     cdef int tid = pb_thread_num(), T = pb_num_threads()
     cdef int first = n_blocks * tid // T, last = n_blocks * (tid + 1) // T
     cdef int j, parity = 0
@@ -1656,6 +1742,11 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef floating* z_j
     cdef floating* part
     cdef const floating* x_rows
+    # direct: the batch's rows are x_base + rows_at[i] * d (x_base + i * d without rows_at)
+    cdef bint direct = row_ptrs != NULL
+    cdef const floating** rp = row_ptrs + tid * batch_size if direct else NULL
+    cdef const floating* x_base = X
+    cdef const intp* rows_at = NULL
     cdef double last_check = seconds()
     cdef int found = 0     # this thread's gathers found NaN / infinity (see Targets.bad)
     # the tail (more than one hidden layer): its own Net over this thread's copy
@@ -1678,7 +1769,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef floating* shared_x = ws + unit_block(d, H, k, batch_size, n_blocks, n_blocks,
                                               with_z).start
     cdef intp x_len = pad16(batch_size * d), g = 0
-    cdef bint share_rows = (tg_all.rows != NULL and T > 1
+    cdef bint share_rows = (tg_all.rows != NULL and T > 1 and not direct
                             and batch_size * d * <intp> sizeof(floating) >= SHARE_ROWS_BYTES)
     xb = shared_x + tid * x_len
     mine = shared_x + row_buffers(T) * x_len \
@@ -1761,6 +1852,17 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             tg.start = start
             if tg.rows == NULL:
                 x_rows = X + start * d
+                x_base = x_rows
+                rows_at = NULL
+            elif direct:
+                x_rows = NULL
+                x_base = X
+                rows_at = tg.rows + start
+                if tg.bad != NULL:
+                    for i in range(m * tid // T, m * (tid + 1) // T):
+                        found |= pb_any_nonfinitef(<const float*> X + rows_at[i] * d, d)
+                    if found:
+                        stop[parity] = 1
             elif share_rows:
                 x_rows = shared_x + (g % SHARED_ROW_BUFFERS) * x_len
             else:
@@ -1776,8 +1878,15 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 h_j = p_j + blk.h
                 z_j = h_j + 2 * blk.rows
                 part = p_j + blk.part + parity * blk.part_len
-                gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0, x_rows,
-                     <int> d, p_j, <int> Hj, <floating> 0.0, h_j, <int> Hj)
+                if floating is float:
+                    if direct:
+                        pb_xwf(x_base, d, rows_at, m, p_j, Hj, h_j)
+                    else:
+                        gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0,
+                             x_rows, <int> d, p_j, <int> Hj, <floating> 0.0, h_j, <int> Hj)
+                else:
+                    gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0, x_rows,
+                         <int> d, p_j, <int> Hj, <floating> 0.0, h_j, <int> Hj)
                 bias_activate(act, h_j, p_j + blk.n_w, m, Hj, z_j if with_z else NULL)
                 gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
                      <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
@@ -1904,8 +2013,15 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 multiply_derivative_colsum(act, h_j, z_j if with_z else NULL, dh_j, m, Hj,
                                            g_j + n_w)
                 # dW1_j = x^T dz_j
-                gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0, x_rows,
-                     <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
+                if floating is float:
+                    if direct:
+                        pb_xtdzf(x_base, d, rows_at, m, dh_j, Hj, g_j, rp)
+                    else:
+                        gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0,
+                             x_rows, <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
+                else:
+                    gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0, x_rows,
+                         <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
                 # the step leaves Σ w² of the weights it stepped from (the L2 term)
                 step_range(p_j, g_j, <const floating*> NULL, s1_j, s2_j if adam else NULL,
                            n_w, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,

@@ -1,0 +1,187 @@
+"""The first layer's products made from X's rows where they lie (csrc/_rowgemm.h, used
+by float32 fits cut by hidden units on CPUs with AVX-512): against NumPy, at every
+edge of their blocks; the same bits wherever an output sits in a block; and fits that
+use them against fits that gather and call BLAS, and against the NumPy backend."""
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
+
+from pybackprop import MLPClassifier, MLPRegressor, _kernels, _threads
+
+pytestmark = pytest.mark.skipif(not _kernels.row_products(),
+                                reason="the row products need a CPU with AVX-512")
+
+
+@pytest.fixture
+def row_products():
+    """Turn the row products on or off for a test; restored afterwards."""
+    saved = _kernels.row_products()
+    yield _kernels.row_products
+    _kernels.row_products(saved)
+
+
+def products(X, rows, W, dZ):
+    """Z = X[rows] W and G = X[rows]^T dZ by the kernels, each written into a buffer
+    with a guard of NaN after it, which must stay as it was."""
+    m = X.shape[0] if rows is None else len(rows)
+    d, n = W.shape
+    zbuf = np.full(m * n + 17, np.nan, X.dtype)
+    gbuf = np.full(d * n + 17, np.nan, X.dtype)
+    Z = zbuf[:m * n].reshape(m, n)
+    G = gbuf[:d * n].reshape(d, n)
+    _kernels._row_products(X, rows, W, Z, dZ, G)
+    assert np.isnan(zbuf[m * n:]).all() and np.isnan(gbuf[d * n:]).all()
+    return Z, G
+
+
+def assert_product(got, A, B, dtype):
+    """got == A @ B up to the rounding of a sum of products in dtype: within
+    4 k eps Σ|a b| of each exact (float64 for float32 inputs, longdouble otherwise)."""
+    wide = np.float64 if dtype == np.float32 else np.longdouble
+    exact = A.astype(wide) @ B.astype(wide)
+    bound = np.abs(A).astype(wide) @ np.abs(B).astype(wide)
+    eps = np.finfo(dtype).eps
+    k = A.shape[1]
+    err = np.abs(got.astype(wide) - exact)
+    assert (err <= 4 * k * eps * bound + np.finfo(dtype).tiny).all(), float(err.max())
+
+
+# widths around the blocks' edges: 6 rows a block (forward: batch rows; backward:
+# inputs), 16 floats / 8 doubles a vector, four vectors a block, sums cut every 256
+# inputs (forward) and every 128 rows (backward)
+INPUTS = [1, 5, 6, 7, 255, 256, 257, 600]
+ROWS = [1, 5, 6, 7, 127, 128, 129, 300]
+UNITS = [1, 7, 8, 15, 16, 17, 50, 64, 65, 130]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", INPUTS)
+def test_products_match_numpy(dtype, d):
+    rng = np.random.RandomState(d)
+    X = rng.standard_normal((310, d)).astype(dtype)
+    for i, m in enumerate(ROWS):
+        for j, n in enumerate(UNITS):
+            rows = None if (i + j) % 3 == 0 else rng.randint(0, 310, size=m).astype(np.intp)
+            Xb = X[:m] if rows is None else X[rows]
+            W = rng.standard_normal((d, n)).astype(dtype)
+            dZ = rng.standard_normal((m, n)).astype(dtype)
+            Z, G = products(X[:m] if rows is None else X, rows, W, dZ)
+            assert_product(Z, Xb, W, dtype)
+            assert_product(G, Xb.T, dZ, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_output_has_the_same_bits_wherever_it_sits(dtype):
+    """Each output is one chain of multiply-adds down k in a fixed order, whichever
+    block, vector and lane it falls in: columns moved along by 1 to 70 places, and
+    rows moved within the batch, give bitwise the same values (a fit's arithmetic does
+    not depend on how its units are shared among threads)."""
+    rng = np.random.RandomState(5)
+    d, m, n = 300, 140, 37
+    X = rng.standard_normal((400, d)).astype(dtype)
+    rows = rng.randint(0, 400, size=m).astype(np.intp)
+    W = rng.standard_normal((d, n)).astype(dtype)
+    dZ = rng.standard_normal((m, n)).astype(dtype)
+    Z, G = products(X, rows, W, dZ)
+    for shift in (1, 5, 16, 33, 70):
+        Ws = np.ascontiguousarray(np.hstack([rng.standard_normal((d, shift)).astype(dtype), W]))
+        dZs = np.ascontiguousarray(np.hstack([rng.standard_normal((m, shift)).astype(dtype),
+                                              dZ]))
+        Zs, Gs = products(X, rows, Ws, dZs)
+        assert_array_equal(Zs[:, shift:], Z)
+        assert_array_equal(Gs[:, shift:], G)
+    # the batch's rows moved down by 1 to 7 places: the forward's outputs keep their bits
+    for lead in (1, 4, 7):
+        more = np.r_[rng.randint(0, 400, size=lead), rows].astype(np.intp)
+        Zr, _ = products(X, more, W, rng.standard_normal((m + lead, n)).astype(dtype))
+        assert_array_equal(Zr[lead:], Z)
+
+
+def test_products_check_their_arguments():
+    X = np.zeros((10, 4), np.float32)
+    W = np.zeros((4, 3), np.float32)
+    Z = np.zeros((2, 3), np.float32)
+    G = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="outside X's 10 rows"):
+        _kernels._row_products(X, np.array([0, 10], np.intp), W, Z, Z, G)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        _kernels._row_products(X, np.array([0, 1], np.intp), W[:3], Z, Z, G)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        _kernels._row_products(X, None, W, Z, Z, G)
+
+
+rng = np.random.RandomState(0)
+X = rng.normal(size=(611, 40)).astype(np.float32)
+y_multi = rng.randint(0, 4, size=611)
+y_reg = np.c_[np.sin(X[:, 0]), X[:, 1] ** 2]
+CASES = {
+    "adam-relu": (MLPClassifier, y_multi, dict(hidden_layer_sizes=(70,))),
+    "sgd-tanh-deep": (MLPClassifier, y_multi, dict(hidden_layer_sizes=(50, 9, 5),
+                                                   activation="tanh", solver="sgd",
+                                                   momentum=0.9)),
+    "regression-no-shuffle": (MLPRegressor, y_reg, dict(hidden_layer_sizes=(33,),
+                                                        shuffle=False, alpha=0.1)),
+}
+
+
+def fit(cls, y, kwargs, sample_weight=None):
+    est = cls(random_state=1, max_iter=4, tol=0, n_iter_no_change=10**6, batch_size=96,
+              **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y, sample_weight=sample_weight)
+    return est
+
+
+@pytest.fixture
+def cut_by_units(monkeypatch):
+    monkeypatch.setattr(_threads, "FORCE_BY_UNITS", True)
+    monkeypatch.setattr(_threads, "FORCE_BLOCKS", 2)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fits_agree_with_blas_and_numpy(case, weighted, row_products, cut_by_units):
+    """Four epochs of batches of 96 rows (the last of 35) cut by units into two
+    blocks, with the row products and with BLAS on gathered rows: the same model to
+    float32 rounding, both that of the NumPy backend."""
+    cls, y, kwargs = CASES[case]
+    sw = np.random.RandomState(1).uniform(0.2, 2.0, size=len(X)) if weighted else None
+    assert row_products(True)
+    direct = fit(cls, y, kwargs, sw)
+    assert _kernels._last_split_used_row_products()
+    assert not row_products(False)
+    gathered = fit(cls, y, kwargs, sw)
+    assert not _kernels._last_split_used_row_products()
+    ref = fit(cls, y, dict(kwargs, backend="numpy"), sw)
+    for got in (direct, gathered):
+        assert_allclose(got._flat_params, ref._flat_params, rtol=1e-4, atol=1e-4)
+        assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fits_same_bits_on_any_number_of_threads(case, row_products, cut_by_units):
+    cls, y, kwargs = CASES[case]
+    assert row_products(True)
+    many = fit(cls, y, kwargs)
+    assert _kernels._last_split_used_row_products()
+    with threadpool_limits(limits=1, user_api="openmp"):
+        single = fit(cls, y, kwargs)
+    box = []
+    worker = threading.Thread(target=lambda: box.append(fit(cls, y, kwargs)))
+    worker.start()
+    worker.join()
+    for other in (single, box[0]):
+        assert_array_equal(other._flat_params, many._flat_params)
+        assert other.loss_curve_ == many.loss_curve_
+
+
+def test_row_products_switch(row_products):
+    assert row_products(False) is False and row_products() is False
+    assert row_products(True) is True and row_products() is True
