@@ -106,6 +106,7 @@ cdef extern from "_rowgemm.h" nogil:
 # loops, which read the batch's rows where they lie in X (no gather, no packed copies
 # in BLAS), where the CPU has AVX-512; row_products() turns them off and on
 cdef bint ROW_PRODUCTS = pb_rowgemm_available() != 0
+cdef intp ROW_PRODUCTS_MIN_K = 32
 # whether the last fit cut by units made them (for the tests)
 cdef bint LAST_SPLIT_ROW_PRODUCTS = False
 
@@ -1744,6 +1745,9 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef const floating* x_rows
     # direct: the batch's rows are x_base + rows_at[i] * d (x_base + i * d without rows_at)
     cdef bint direct = row_ptrs != NULL
+    # and the second layer's three products too, when it is wide enough that
+    # _rowgemm.h's blocks of 16 values a row are mostly full
+    cdef bint direct_2 = direct and net.units[2] >= ROW_PRODUCTS_MIN_K
     cdef const floating** rp = row_ptrs + tid * batch_size if direct else NULL
     cdef const floating* x_base = X
     cdef const intp* rows_at = NULL
@@ -1888,8 +1892,15 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                     gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0, x_rows,
                          <int> d, p_j, <int> Hj, <floating> 0.0, h_j, <int> Hj)
                 bias_activate(act, h_j, p_j + blk.n_w, m, Hj, z_j if with_z else NULL)
-                gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
-                     <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
+                if floating is float:
+                    if direct_2:
+                        pb_xwf(h_j, Hj, NULL, m, p_j + d * Hj, k, part)
+                    else:
+                        gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
+                             <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
+                else:
+                    gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
+                         <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
             if share_rows and start + batch_size < n_rows:
                 gather_share(X, tg.rows, start + batch_size,
                              min(batch_size, n_rows - start - batch_size), d,
@@ -2003,11 +2014,21 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 # first: BLAS runs dz @ (a k x Hj matrix) as a plain product, faster
                 # than dz @ (an Hj x k matrix)^T for so small a k (4.6 against 6.2 µs
                 # per digits batch and thread, the copy included)
-                gemm(True, False, <int> Hj, <int> k, <int> m, <floating> 1.0, h_j,
-                     <int> Hj, dz, <int> k, <floating> 0.0, g_j + d * Hj, <int> k)
                 transpose(p_j + d * Hj, w2t, Hj, k)
-                gemm(False, False, <int> m, <int> Hj, <int> k, <floating> 1.0, dz, <int> k,
-                     w2t, <int> Hj, <floating> 0.0, dh_j, <int> Hj)
+                if floating is float:
+                    if direct_2:
+                        pb_xtdzf(h_j, Hj, NULL, m, dz, k, g_j + d * Hj, rp)
+                        pb_xwf(dz, k, NULL, m, w2t, Hj, dh_j)
+                    else:
+                        gemm(True, False, <int> Hj, <int> k, <int> m, <floating> 1.0, h_j,
+                             <int> Hj, dz, <int> k, <floating> 0.0, g_j + d * Hj, <int> k)
+                        gemm(False, False, <int> m, <int> Hj, <int> k, <floating> 1.0, dz,
+                             <int> k, w2t, <int> Hj, <floating> 0.0, dh_j, <int> Hj)
+                else:
+                    gemm(True, False, <int> Hj, <int> k, <int> m, <floating> 1.0, h_j,
+                         <int> Hj, dz, <int> k, <floating> 0.0, g_j + d * Hj, <int> k)
+                    gemm(False, False, <int> m, <int> Hj, <int> k, <floating> 1.0, dz,
+                         <int> k, w2t, <int> Hj, <floating> 0.0, dh_j, <int> Hj)
                 # dz_j = dh_j ⊙ f', and db1_j = colsum(dz_j) in the same pass
                 memset(g_j + n_w, 0, Hj * sizeof(floating))
                 multiply_derivative_colsum(act, h_j, z_j if with_z else NULL, dh_j, m, Hj,

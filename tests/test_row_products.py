@@ -127,6 +127,12 @@ CASES = {
                                                    momentum=0.9)),
     "regression-no-shuffle": (MLPRegressor, y_reg, dict(hidden_layer_sizes=(33,),
                                                         shuffle=False, alpha=0.1)),
+    # a second layer of 32 or more units: its products are made by the same loops
+    "wide-second-layer": (MLPClassifier, y_multi, dict(hidden_layer_sizes=(48, 40),
+                                                       activation="logistic")),
+    "wide-second-layer-deep": (MLPRegressor, y_reg, dict(hidden_layer_sizes=(64, 33, 6),
+                                                         solver="sgd", momentum=0.8,
+                                                         nesterovs_momentum=False)),
 }
 
 
