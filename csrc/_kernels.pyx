@@ -417,11 +417,14 @@ cdef inline void dropout(floating* h, floating* mask, intp n, double keep,
 @cython.wraparound(False)
 cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                   const floating* params, floating* acts, floating* xbuf,
-                  floating* out, floating* zs, floating* masks) noexcept nogil:
+                  floating* out, floating* zs, floating* masks,
+                  bint row_products=False) noexcept nogil:
     """Fill every layer's block of ``acts`` for m rows; the output layer goes to
     ``out`` (pass the last block of ``acts`` to keep it there). When ``zs`` is not
     NULL, each layer's z (before its activation) is kept there, laid out as ``acts``.
-    When ``masks`` is not NULL (training with dropout), hidden layers drop units."""
+    When ``masks`` is not NULL (training with dropout), hidden layers drop units.
+    With ``row_products`` (float32 only, where pb_rowgemm_available()), the dense
+    products are _rowgemm.h's, which call no BLAS and read X's rows in place."""
     cdef intp L = net.n_layers, d = net.units[0]
     cdef intp l, i, p, r, end, fan_in, fan_out
     cdef const floating* h_prev
@@ -447,6 +450,14 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                 for p in range(net.indptr[r], end):
                     prefetch_ahead(W, net, p, end, fan_out, 0)
                     axpy(<int> fan_out, X[p], W + net.indices[p] * fan_out, z_row)
+        elif floating is float and row_products:
+            # Z = H_prev @ W, the first layer's rows read where they lie
+            if l > 0:
+                pb_xwf(acts + net.act_off[l - 1], fan_in, NULL, m, W, fan_out, z)
+            elif tg.rows == NULL:
+                pb_xwf(X + tg.start * d, d, NULL, m, W, fan_out, z)
+            else:
+                pb_xwf(X, d, tg.rows + tg.start, m, W, fan_out, z)
         else:
             if l == 0:
                 if tg.rows == NULL:
@@ -2144,23 +2155,47 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
             const intp[::1] act_off, const int[::1] hidden, int output,
             const floating[::1] X, const int[::1] indices, const int[::1] indptr,
             intp n_rows, intp chunk, const floating[::1] params, floating[::1] acts,
-            floating[::1] out, bint check_finite=False):
+            floating[::1] out, bint check_finite=False, int n_threads=1):
     """Output-layer activations of rows 0..n_rows-1 into ``out`` (n_rows × n_outputs).
 
     With ``check_finite``, each chunk of X is first scanned for NaN / infinity (the
     product then reads it from cache); returns False, with ``out`` unfinished, at the
-    first chunk that holds one. Returns True otherwise."""
+    first chunk that holds one. Returns True otherwise.
+
+    For float32 and dense X with row_products() on, the products are _rowgemm.h's,
+    which call no BLAS, and each row's outputs are the same bits whatever the chunks
+    and the threads; with n_threads > 1, OpenMP threads then take the chunks in turn,
+    each with its own workspace: ``acts`` holds n_threads workspaces of equal length,
+    one after the other. Otherwise n_threads must be 1, and BLAS runs as it is set."""
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, 0,
                             0.0, indices, indptr)
     cdef Targets tg
     cdef intp start, m, k = units[units.shape[0] - 1], d = units[0]
+    cdef intp L = units.shape[0] - 1, stride, need
     cdef bint finite = True
+    cdef bint row_products = floating is float and ROW_PRODUCTS and not net.sparse
+    cdef int stop = 0
     check_sizes(&net, params.shape[0], X.shape[0], n_rows)
     if out.shape[0] < n_rows * k:
         raise ValueError("out holds fewer than n_rows rows of outputs")
+    if n_threads < 1 or chunk < 1:
+        raise ValueError("n_threads and chunk must be at least 1")
+    if n_threads > 1 and not row_products:
+        raise ValueError("predict shares chunks among threads only with the row "
+                         "products (float32, dense X, row_products() on)")
+    stride = acts.shape[0] // n_threads
+    need = act_off[L - 2] + chunk * units[L - 1] if L > 1 else 0
+    if stride < need:
+        raise ValueError("acts holds fewer values than n_threads workspaces of chunk "
+                         "rows' activations")
     tg.rows = NULL
     tg.labels = NULL
     tg.bad = NULL
+    if n_threads > 1:
+        with nogil, parallel(num_threads=n_threads):
+            _predict_share(&net, &X[0], n_rows, chunk, &params[0], &acts[0], stride,
+                           &out[0], check_finite, &stop)
+        return not stop
     with nogil:
         start = 0
         while start < n_rows:
@@ -2175,9 +2210,37 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
                 if not finite:
                     break
             forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, &out[0] + start * k,
-                    NULL, NULL)
+                    NULL, NULL, row_products)
             start += chunk
     return finite
+
+
+cdef void _predict_share(const Net* net, const floating* X, intp n_rows, intp chunk,
+                         const floating* params, floating* acts, intp stride,
+                         floating* out, bint check_finite, int* stop) noexcept nogil:
+    """One thread's chunks of predict: chunk c goes to thread c mod T, with workspace
+    acts + tid * stride. A chunk holding NaN or infinity sets stop[0], and every
+    thread stops at its next chunk."""
+    cdef int tid = pb_thread_num(), T = pb_num_threads()
+    cdef intp c, start, m, d = net.units[0], k = net.units[net.n_layers]
+    cdef intp n_chunks = (n_rows + chunk - 1) // chunk
+    cdef Targets tg
+    tg.rows = NULL
+    tg.labels = NULL
+    tg.bad = NULL
+    c = tid
+    while c < n_chunks:
+        if stop[0]:
+            return
+        start = c * chunk
+        m = min(chunk, n_rows - start)
+        if check_finite and not all_finite(X + start * d, m * d):
+            stop[0] = 1
+            return
+        tg.start = start
+        forward(net, X, &tg, m, params, acts + tid * stride, NULL, out + start * k, NULL,
+                NULL, True)
+        c += T
 
 
 def trace(const intp[::1] units, const intp[::1] coef_off, const intp[::1] inter_off,

@@ -45,6 +45,9 @@
 /* chunks of the sum: forward over the d inputs, backward over the m rows */
 #define PB_FWD_KC 256
 #define PB_BWD_KC 128
+/* the forward's rows at a time: their chunk of k (PB_FWD_KC values a row) stays in
+ * L2 while each column tile runs over them */
+#define PB_FWD_ROWS 256
 #define PB_MR 6
 
 #if PB_HAVE_ROWGEMM
@@ -155,18 +158,20 @@ static inline int pb_tile_masks##SUF(Py_ssize_t w, M* mks)                      
     }                                                                                  \
     return nv;                                                                         \
 }                                                                                      \
-/* Z (m x n) = X_b W, W (d x n) */                                                     \
+/* Z (m x n) = X_b W, W (d x n); PB_FWD_ROWS rows at a time */                         \
 static void pb_xw##SUF(const T* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ssize_t m, \
                        const T* W, Py_ssize_t n, T* Z)                                 \
 {                                                                                      \
     const T* xr[PB_MR];                                                                \
     M mks[4];                                                                          \
+    for (Py_ssize_t i0 = 0; i0 < m; i0 += PB_FWD_ROWS) {                               \
+    Py_ssize_t i1 = m - i0 < PB_FWD_ROWS ? m : i0 + PB_FWD_ROWS;                       \
     for (Py_ssize_t k0 = 0; k0 < d; k0 += PB_FWD_KC) {                                 \
         Py_ssize_t kc = d - k0 < PB_FWD_KC ? d - k0 : PB_FWD_KC;                       \
         for (Py_ssize_t j = 0; j < n; j += 4 * L) {                                    \
             int nv = pb_tile_masks##SUF(n - j, mks);                                   \
-            for (Py_ssize_t i = 0; i < m; i += PB_MR) {                                \
-                int mr = m - i < PB_MR ? (int)(m - i) : PB_MR;                         \
+            for (Py_ssize_t i = i0; i < i1; i += PB_MR) {                              \
+                int mr = i1 - i < PB_MR ? (int)(i1 - i) : PB_MR;                       \
                 for (int r = 0; r < PB_MR; r++) {                                      \
                     Py_ssize_t row = i + (r < mr ? r : 0);                             \
                     xr[r] = X + (rows != NULL ? rows[row] : row) * d + k0;             \
@@ -179,6 +184,7 @@ static void pb_xw##SUF(const T* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ssiz
                 else pb_fwd_tile##SUF##_1(xr, b, n, kc, C, n, mr, mks, k0 == 0);       \
             }                                                                          \
         }                                                                              \
+    }                                                                                  \
     }                                                                                  \
 }                                                                                      \
 /* G (d x n) = X_b^T dZ, dZ (m x n); rp: scratch for m row pointers */                 \

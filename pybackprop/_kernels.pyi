@@ -131,9 +131,12 @@ class _Predict(Protocol):
         acts: NDArray[_Float],
         out: NDArray[_Float],
         check_finite: bool = ...,
+        n_threads: int = ...,
     ) -> bool:
         """Output-layer activations of rows 0..n_rows-1 into ``out``; False when
-        ``check_finite`` met NaN or infinity in X."""
+        ``check_finite`` met NaN or infinity in X. n_threads > 1 (float32, dense X,
+        row_products() on) shares the chunks among threads, each with its own
+        workspace in ``acts``."""
     def __getitem__(self, key: _Specialisation) -> _Predict: ...
 
 class _Trace(Protocol):

@@ -19,6 +19,7 @@ import contextlib
 import os
 import threading
 
+import numpy as np
 from threadpoolctl import OpenBLASController, ThreadpoolController
 
 from . import _kernels
@@ -127,6 +128,23 @@ def fit_split(rows, dropout):
             or not _in_main_thread()):
         return blocks, 1
     return blocks, max(1, min(blocks, _kernels.max_threads()))
+
+
+# fewest values of X (rows × features) a predict shares among threads
+PARALLEL_PREDICT_VALUES = 1 << 18
+
+
+def predict_threads(n_rows, n_features, dtype, sparse):
+    """OpenMP threads for a predict of n_rows rows: one, unless X is dense float32,
+    the products run without BLAS (the kernels' row_products()) and X holds
+    PARALLEL_PREDICT_VALUES values or more; then as many as a fit in this thread
+    would take (fit_split's rules: OpenMP's thread count, one thread in a forked child
+    or a thread other than the main one, where the products then run on one core
+    where BLAS would have taken its own threads)."""
+    if (sparse or dtype != np.float32 or not _kernels.row_products()
+            or n_rows * n_features < PARALLEL_PREDICT_VALUES):
+        return 1
+    return fit_split(n_rows, False)[1]
 
 
 # fewest hidden units in a block when a net's first hidden layer is cut by units

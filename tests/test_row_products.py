@@ -191,3 +191,67 @@ def test_fits_same_bits_on_any_number_of_threads(case, row_products, cut_by_unit
 def test_row_products_switch(row_products):
     assert row_products(False) is False and row_products() is False
     assert row_products(True) is True and row_products() is True
+
+
+@pytest.fixture
+def small_parallel_predicts(monkeypatch):
+    """Every float32 predict shares its chunks among threads, however small."""
+    monkeypatch.setattr(_threads, "PARALLEL_PREDICT_VALUES", 0)
+
+
+def test_predict_shared_among_threads(row_products, small_parallel_predicts):
+    """predict_proba on two threads, in chunks that fit a core's cache (the last one
+    short): bitwise what one thread gives, and what BLAS and the NumPy backend give to
+    float32 rounding."""
+    rs = np.random.RandomState(4)
+    Xp = rs.normal(size=(5003, 40)).astype(np.float32)
+    est = fit(MLPClassifier, y_multi, dict(hidden_layer_sizes=(70, 40)))
+    assert row_products(True)
+    assert _threads.predict_threads(len(Xp), Xp.shape[1], np.float32, False) == \
+        _threads.fit_split(len(Xp), False)[1]
+    many = est.predict_proba(Xp)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert _threads.predict_threads(len(Xp), Xp.shape[1], np.float32, False) == 1
+        one = est.predict_proba(Xp)
+    assert_array_equal(many, one)
+    # rows predicted alone or in other chunks: the same bits
+    assert_array_equal(est.predict_proba(Xp[4990:]), many[4990:])
+    assert not row_products(False)
+    blas = est.predict_proba(Xp)
+    ref = est.set_params(backend="numpy").predict_proba(Xp)
+    assert_allclose(many, blas, rtol=1e-5, atol=1e-6)
+    assert_allclose(many, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_on_threads_stops_at_nan(row_products, small_parallel_predicts):
+    rs = np.random.RandomState(6)
+    Xp = rs.normal(size=(4000, 40)).astype(np.float32)
+    Xp[3990, 7] = np.nan
+    est = fit(MLPClassifier, y_multi, dict(hidden_layer_sizes=(70,)))
+    before = est._flat_params.copy()
+    assert row_products(True)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        est.predict(Xp)
+    assert_array_equal(est._flat_params, before)
+
+
+def test_predict_kernel_checks_threads_and_workspace(row_products):
+    est = fit(MLPClassifier, y_multi, dict(hidden_layer_sizes=(70,)))
+    lay = est._layout
+    act_off, size = lay.act_offsets(100)
+    hidden = np.array([3], np.intc)
+    empty = np.empty(0, np.intc)
+    out = np.empty(200 * 4, np.float32)
+    args = (lay.units, lay.coef_off, lay.inter_off, act_off, hidden, 5, X[:200].ravel(),
+            empty, empty, 200, 100, est._flat_params)
+    with pytest.raises(ValueError, match="fewer values than n_threads workspaces"):
+        _kernels.predict["float"](*args, np.empty(2 * act_off[-1] - 1, np.float32), out, False,
+                                  2)
+    with pytest.raises(ValueError, match="at least 1"):
+        _kernels.predict["float"](*args, np.empty(size, np.float32), out, False, 0)
+    assert row_products(False) is False
+    with pytest.raises(ValueError, match="only with the row products"):
+        _kernels.predict["float"](*args, np.empty(2 * size, np.float32), out, False, 2)
+    assert row_products(True)
+    assert _kernels.predict["float"](*args, np.empty(2 * size, np.float32), out, False, 2)
+    assert_allclose(out.reshape(200, 4), est.predict_proba(X[:200]), rtol=1e-6)
