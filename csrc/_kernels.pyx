@@ -1607,6 +1607,34 @@ def unit_split_size(const intp[::1] units, const int[::1] hidden, intp batch_row
                              n_blocks, n_threads)
 
 
+cdef inline void rows_times(bint direct, const floating* x_base, const intp* rows_at,
+                            const floating* x_rows, intp m, intp d, const floating* W,
+                            intp n, floating* Z) noexcept nogil:
+    """Z (m x n) = X_b W, W (d x n), X_b a batch's m rows of d values: with ``direct``
+    (float32 only, ROW_PRODUCTS), _rowgemm.h's product reads them where they lie,
+    x_base + rows_at[i] d (x_base + i d without rows_at); otherwise BLAS reads them
+    from x_rows, gathered or contiguous."""
+    if floating is float:
+        if direct:
+            pb_xwf(x_base, d, rows_at, m, W, n, Z)
+            return
+    gemm(False, False, <int> m, <int> n, <int> d, <floating> 1.0, x_rows, <int> d, W,
+         <int> n, <floating> 0.0, Z, <int> n)
+
+
+cdef inline void rows_t_times(bint direct, const floating* x_base, const intp* rows_at,
+                              const floating* x_rows, intp m, intp d, const floating* dZ,
+                              intp n, floating* G, const floating** rp) noexcept nogil:
+    """G (d x n) = X_b^T dZ, dZ (m x n), the batch's rows as for rows_times; rp: room
+    for m row pointers (direct only)."""
+    if floating is float:
+        if direct:
+            pb_xtdzf(x_base, d, rows_at, m, dZ, n, G, rp)
+            return
+    gemm(True, False, <int> d, <int> n, <int> m, <floating> 1.0, x_rows, <int> d, dZ,
+         <int> n, <floating> 0.0, G, <int> n)
+
+
 cdef void pack_unit_block(const Net* net, floating* flat, floating* packed, int B, int j,
                           bint to_flat) noexcept nogil:
     """Copy block j's [W1_j | W2_j | b1_j] between the flat layout and its packed one
@@ -1893,25 +1921,9 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 h_j = p_j + blk.h
                 z_j = h_j + 2 * blk.rows
                 part = p_j + blk.part + parity * blk.part_len
-                if floating is float:
-                    if direct:
-                        pb_xwf(x_base, d, rows_at, m, p_j, Hj, h_j)
-                    else:
-                        gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0,
-                             x_rows, <int> d, p_j, <int> Hj, <floating> 0.0, h_j, <int> Hj)
-                else:
-                    gemm(False, False, <int> m, <int> Hj, <int> d, <floating> 1.0, x_rows,
-                         <int> d, p_j, <int> Hj, <floating> 0.0, h_j, <int> Hj)
+                rows_times(direct, x_base, rows_at, x_rows, m, d, p_j, Hj, h_j)
                 bias_activate(act, h_j, p_j + blk.n_w, m, Hj, z_j if with_z else NULL)
-                if floating is float:
-                    if direct_2:
-                        pb_xwf(h_j, Hj, NULL, m, p_j + d * Hj, k, part)
-                    else:
-                        gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
-                             <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
-                else:
-                    gemm(False, False, <int> m, <int> k, <int> Hj, <floating> 1.0, h_j,
-                         <int> Hj, p_j + d * Hj, <int> k, <floating> 0.0, part, <int> k)
+                rows_times(direct_2, h_j, NULL, h_j, m, Hj, p_j + d * Hj, k, part)
             if share_rows and start + batch_size < n_rows:
                 gather_share(X, tg.rows, start + batch_size,
                              min(batch_size, n_rows - start - batch_size), d,
@@ -2025,35 +2037,15 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 # first: BLAS runs dz @ (a k x Hj matrix) as a plain product, faster
                 # than dz @ (an Hj x k matrix)^T for so small a k (4.6 against 6.2 µs
                 # per digits batch and thread, the copy included)
+                rows_t_times(direct_2, h_j, NULL, h_j, m, Hj, dz, k, g_j + d * Hj, rp)
                 transpose(p_j + d * Hj, w2t, Hj, k)
-                if floating is float:
-                    if direct_2:
-                        pb_xtdzf(h_j, Hj, NULL, m, dz, k, g_j + d * Hj, rp)
-                        pb_xwf(dz, k, NULL, m, w2t, Hj, dh_j)
-                    else:
-                        gemm(True, False, <int> Hj, <int> k, <int> m, <floating> 1.0, h_j,
-                             <int> Hj, dz, <int> k, <floating> 0.0, g_j + d * Hj, <int> k)
-                        gemm(False, False, <int> m, <int> Hj, <int> k, <floating> 1.0, dz,
-                             <int> k, w2t, <int> Hj, <floating> 0.0, dh_j, <int> Hj)
-                else:
-                    gemm(True, False, <int> Hj, <int> k, <int> m, <floating> 1.0, h_j,
-                         <int> Hj, dz, <int> k, <floating> 0.0, g_j + d * Hj, <int> k)
-                    gemm(False, False, <int> m, <int> Hj, <int> k, <floating> 1.0, dz,
-                         <int> k, w2t, <int> Hj, <floating> 0.0, dh_j, <int> Hj)
+                rows_times(direct_2, dz, NULL, dz, m, k, w2t, Hj, dh_j)
                 # dz_j = dh_j ⊙ f', and db1_j = colsum(dz_j) in the same pass
                 memset(g_j + n_w, 0, Hj * sizeof(floating))
                 multiply_derivative_colsum(act, h_j, z_j if with_z else NULL, dh_j, m, Hj,
                                            g_j + n_w)
                 # dW1_j = x^T dz_j
-                if floating is float:
-                    if direct:
-                        pb_xtdzf(x_base, d, rows_at, m, dh_j, Hj, g_j, rp)
-                    else:
-                        gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0,
-                             x_rows, <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
-                else:
-                    gemm(True, False, <int> d, <int> Hj, <int> m, <floating> 1.0, x_rows,
-                         <int> d, dh_j, <int> Hj, <floating> 0.0, g_j, <int> Hj)
+                rows_t_times(direct, x_base, rows_at, x_rows, m, d, dh_j, Hj, g_j, rp)
                 # the step leaves Σ w² of the weights it stepped from (the L2 term)
                 step_range(p_j, g_j, <const floating*> NULL, s1_j, s2_j if adam else NULL,
                            n_w, net.alpha, sw_sum, solver, lr_t, momentum, nesterov,
