@@ -101,6 +101,8 @@ cdef extern from "_rowgemm.h" nogil:
     void pb_xtdz(const double* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ssize_t m,
                  const double* dZ, Py_ssize_t n, double* G, const double** rp)
     int pb_any_nonfinitef(const float* x, Py_ssize_t n)
+    int pb_load_int(const int* p)
+    void pb_store_int(int* p, int v)
 
 # float32 fits cut by units make the first layer's two products with _rowgemm.h's
 # loops, which read the batch's rows where they lie in X (no gather, no packed copies
@@ -147,19 +149,23 @@ def _row_products(const floating[:, ::1] X, const intp[::1] rows,
         for i in range(m):
             if not 0 <= rows[i] < n_x:
                 raise ValueError(f"row {rows[i]} is outside X's {n_x} rows")
-    if m == 0 or d == 0 or n == 0:
+    if m == 0 or n == 0:
         raise ValueError("empty product")
     if rows is not None:
         at = &rows[0]
+    # with d = 0 (no inputs: Z is zeros) X, W and G hold nothing, and are not read
+    cdef const floating* xp = &X[0, 0] if d > 0 else NULL
+    cdef const floating* wp = &W[0, 0] if d > 0 else NULL
+    cdef floating* gp = &G[0, 0] if d > 0 else NULL
     rp = <const floating**> PyMem_Malloc(m * sizeof(floating*))
     if rp == NULL:
         raise MemoryError()
     if floating is float:
-        pb_xwf(&X[0, 0], d, at, m, &W[0, 0], n, &Z[0, 0])
-        pb_xtdzf(&X[0, 0], d, at, m, &dZ[0, 0], n, &G[0, 0], rp)
+        pb_xwf(xp, d, at, m, wp, n, &Z[0, 0])
+        pb_xtdzf(xp, d, at, m, &dZ[0, 0], n, gp, rp)
     else:
-        pb_xw(&X[0, 0], d, at, m, &W[0, 0], n, &Z[0, 0])
-        pb_xtdz(&X[0, 0], d, at, m, &dZ[0, 0], n, &G[0, 0], rp)
+        pb_xw(xp, d, at, m, wp, n, &Z[0, 0])
+        pb_xtdz(xp, d, at, m, &dZ[0, 0], n, gp, rp)
     PyMem_Free(rp)
 
 
@@ -424,7 +430,8 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
     NULL, each layer's z (before its activation) is kept there, laid out as ``acts``.
     When ``masks`` is not NULL (training with dropout), hidden layers drop units.
     With ``row_products`` (float32 only, where pb_rowgemm_available()), the dense
-    products are _rowgemm.h's, which call no BLAS and read X's rows in place."""
+    products are _rowgemm.h's, which call no BLAS and read X's rows in place, without
+    the gather's check of them (only predict asks, and scans its chunks itself)."""
     cdef intp L = net.n_layers, d = net.units[0]
     cdef intp l, i, p, r, end, fan_in, fan_out
     cdef const floating* h_prev
@@ -451,7 +458,8 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                     prefetch_ahead(W, net, p, end, fan_out, 0)
                     axpy(<int> fan_out, X[p], W + net.indices[p] * fan_out, z_row)
         elif floating is float and row_products:
-            # Z = H_prev @ W, the first layer's rows read where they lie
+            # Z = H_prev @ W, the first layer's rows read where they lie; unlike
+            # gather_share this does not check them (tg.bad): the caller must
             if l > 0:
                 pb_xwf(acts + net.act_off[l - 1], fan_in, NULL, m, W, fan_out, z)
             elif tg.rows == NULL:
@@ -2163,7 +2171,7 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
                             0.0, indices, indptr)
     cdef Targets tg
     cdef intp start, m, k = units[units.shape[0] - 1], d = units[0]
-    cdef intp L = units.shape[0] - 1, stride, need
+    cdef intp L = units.shape[0] - 1, stride, need, i
     cdef bint finite = True
     cdef bint row_products = floating is float and ROW_PRODUCTS and not net.sparse
     cdef int stop = 0
@@ -2176,7 +2184,12 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
         raise ValueError("predict shares chunks among threads only with the row "
                          "products (float32, dense X, row_products() on)")
     stride = acts.shape[0] // n_threads
-    need = act_off[L - 2] + chunk * units[L - 1] if L > 1 else 0
+    # every hidden layer's block of chunk rows inside one workspace
+    need = 0
+    for i in range(L - 1):
+        if act_off[i] < 0:
+            raise ValueError("act_off holds a negative offset")
+        need = max(need, act_off[i] + chunk * units[i + 1])
     if stride < need:
         raise ValueError("acts holds fewer values than n_threads workspaces of chunk "
                          "rows' activations")
@@ -2222,12 +2235,12 @@ cdef void _predict_share(const Net* net, const floating* X, intp n_rows, intp ch
     tg.bad = NULL
     c = tid
     while c < n_chunks:
-        if stop[0]:
+        if pb_load_int(stop):
             return
         start = c * chunk
         m = min(chunk, n_rows - start)
         if check_finite and not all_finite(X + start * d, m * d):
-            stop[0] = 1
+            pb_store_int(stop, 1)
             return
         tg.start = start
         forward(net, X, &tg, m, params, acts + tid * stride, NULL, out + start * k, NULL,

@@ -164,6 +164,10 @@ static void pb_xw##SUF(const T* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ssiz
 {                                                                                      \
     const T* xr[PB_MR];                                                                \
     M mks[4];                                                                          \
+    if (d == 0) {                                                                      \
+        for (Py_ssize_t i = 0; i < m * n; i++) Z[i] = 0;                               \
+        return;                                                                        \
+    }                                                                                  \
     for (Py_ssize_t i0 = 0; i0 < m; i0 += PB_FWD_ROWS) {                               \
     Py_ssize_t i1 = m - i0 < PB_FWD_ROWS ? m : i0 + PB_FWD_ROWS;                       \
     for (Py_ssize_t k0 = 0; k0 < d; k0 += PB_FWD_KC) {                                 \
@@ -241,6 +245,10 @@ static void pb_xtdz(const double* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ss
                     const double* dZ, Py_ssize_t n, double* G, const double** rp) {}
 
 #endif
+
+/* an int that OpenMP threads share as a flag */
+static inline int pb_load_int(const int* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void pb_store_int(int* p, int v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
 /* 1 when one of n values is NaN or infinite (v - v is 0 exactly for finite v) */
 static int pb_any_nonfinite(const double* x, Py_ssize_t n)

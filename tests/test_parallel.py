@@ -456,12 +456,18 @@ def test_cut_by_units_sharing_the_gathered_rows(hidden, dtype, blocks, monkeypat
                   max_iter=3, tol=0, n_iter_no_change=10**6, learning_rate_init=1e-2)
     blocks(2)
     monkeypatch.setattr(_threads, "FORCE_BY_UNITS", True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        two = MLPClassifier(**kwargs).fit(Xw, yw)
-        with threadpool_limits(limits=1, user_api="openmp"):
-            one = MLPClassifier(**kwargs).fit(Xw, yw)
-        ref = MLPClassifier(backend="numpy", **kwargs).fit(Xw, yw)
+    # float32 batches are gathered only with the row products off (_kernels.row_products)
+    saved = _kernels.row_products()
+    _kernels.row_products(False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            two = MLPClassifier(**kwargs).fit(Xw, yw)
+            with threadpool_limits(limits=1, user_api="openmp"):
+                one = MLPClassifier(**kwargs).fit(Xw, yw)
+            ref = MLPClassifier(backend="numpy", **kwargs).fit(Xw, yw)
+    finally:
+        _kernels.row_products(saved)
     assert_array_equal(two._flat_params, one._flat_params)
     assert two.loss_curve_ == one.loss_curve_
     tol = 1e-4 if dtype == np.float32 else 1e-10

@@ -11,7 +11,7 @@ from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as SkMLPRegressor
 from threadpoolctl import threadpool_limits
 
-from pybackprop import MLPClassifier, MLPRegressor, _backend, _mlp, _threads
+from pybackprop import MLPClassifier, MLPRegressor, _backend, _kernels, _mlp, _threads
 from pybackprop._backend import CythonBackend
 
 
@@ -44,6 +44,13 @@ def spy(monkeypatch):
     return seen
 
 
+@pytest.fixture(autouse=True)
+def row_products_restored():
+    saved = _kernels.row_products()
+    yield
+    _kernels.row_products(saved)
+
+
 def data(n, d, dtype, seed=0):
     rng = np.random.RandomState(seed)
     X = rng.standard_normal((n, d)).astype(dtype)
@@ -62,6 +69,8 @@ def sklearn_error(estimator, X, y):
 # layers; the cut by rows; one block
 WAYS = {
     "units-shared": (256, (32,), True, 2),
+    # the same with the row products off: float32 batches are gathered too
+    "units-shared-gathered": (256, (32,), True, 2),
     "units-own": (24, (32, 16), True, 2),
     "rows": (24, (32,), False, 2),
     "one-block": (24, (16, 8), False, 1),
@@ -77,6 +86,7 @@ def test_kernel_check_gives_scikit_learns_error(way, dtype, bad, where, threads,
     """A NaN or ±inf anywhere in X: the fit's first epoch finds it and the fit raises
     scikit-learn's own message for that X; the estimator stays unfitted."""
     d, hidden, by_units, blocks = WAYS[way]
+    _kernels.row_products(not way.endswith("-gathered"))
     monkeypatch.setattr(_threads, "FORCE_BY_UNITS", by_units)
     monkeypatch.setattr(_threads, "FORCE_BLOCKS", blocks)
     X, y = data(1000, d, dtype)
@@ -95,6 +105,7 @@ def test_kernel_check_gives_scikit_learns_error(way, dtype, bad, where, threads,
 def test_the_epochs_stop_at_the_batch_holding_the_row(way, spy, monkeypatch):
     """At most the batches before the one holding the bad row, and that one, step."""
     d, hidden, by_units, blocks = WAYS[way]
+    _kernels.row_products(not way.endswith("-gathered"))
     monkeypatch.setattr(_threads, "FORCE_BY_UNITS", by_units)
     monkeypatch.setattr(_threads, "FORCE_BLOCKS", blocks)
     X, y = data(2000, d, np.float32)
@@ -118,6 +129,7 @@ def test_finite_X_gives_the_same_fit(way, Estimator, spy, monkeypatch):
     """Rows copied with the check are the same values: the same bits as the fit whose
     X scikit-learn checked, over several epochs in one call and one call per epoch."""
     d, hidden, by_units, blocks = WAYS[way]
+    _kernels.row_products(not way.endswith("-gathered"))
     monkeypatch.setattr(_threads, "FORCE_BY_UNITS", by_units)
     monkeypatch.setattr(_threads, "FORCE_BLOCKS", blocks)
     X, y = data(700, d, np.float64)
