@@ -1034,7 +1034,10 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
     takes blocks [B k / T, B (k+1) / T) (and, with block gradients, slices k, k + T,
     ...), so the arithmetic depends on B only: any number of threads gives the same
     bits.
-    Thread 0 adds up the batch loss and looks for Ctrl-C; ``stop`` tells the others."""
+    Thread 0 adds up the batch loss and looks for Ctrl-C; ``stop`` tells the others:
+    stop[parity] for a batch of that parity, set before its second barrier and read
+    after it (one flag would let a thread that found NaN in the next batch's rows stop
+    a slower one a batch early, and the two would wait at different barriers)."""
     cdef int tid = pb_thread_num(), T = pb_num_threads()
     cdef int first = n_blocks * tid // T, last = n_blocks * (tid + 1) // T
     cdef int blk, sl, parity = 0
@@ -1085,9 +1088,10 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                 backward(&mine, X, &tg, rows, params, acts, deltas, x_rows,
                          grads + blk * n_params if whole else NULL, False, zs, masks, NULL)
             if found:
-                # every thread stops after this batch (read after the second barrier)
+                # every thread stops after this batch (read after the second barrier;
+                # the next batch's flag is the other one)
                 tg_all.bad[0] = 1
-                stop[0] = 1
+                stop[parity] = 1
             if T > 1:
                 pb_barrier()
             batch.start = start
@@ -1116,7 +1120,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                                solver, state_1, state_2, lr_t, momentum, nesterov, beta_1,
                                beta_2, epsilon, &sq_parts[blk])
             if tid == 0 and signal_due(&last_check):
-                stop[0] = 1
+                stop[parity] = 1
             if T > 1:
                 pb_barrier()
             if tid == 0:
@@ -1127,13 +1131,13 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                 for sl in range(n_slices if whole else n_blocks):
                     sq_sum += sq_parts[sl]
                 total[0] += (loss_sum / sw_sum + 0.5 * net.alpha * sq_sum / sw_sum) * m
-            if stop[0]:
+            if stop[parity]:
                 # this batch was applied: the epoch is whole if it was the last
                 cut_short = start + batch_size < n_rows
                 break
             parity = 1 - parity
             start += batch_size
-        if epoch_over(loop, e, total, cut_short, stop[0], tid, T):
+        if epoch_over(loop, e, total, cut_short, stop[0] or stop[1], tid, T):
             break
     if tid == 0:
         t[0] = steps
@@ -1208,7 +1212,7 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     cdef floating* mask_ptr = NULL
     cdef intp* off_all
     cdef double* parts
-    cdef int stop = 0
+    cdef int stop[2]
     cdef EpochLoop loop
     cdef pb_mt mt
     cdef bint shared_sparse, w1_first
@@ -1279,18 +1283,23 @@ def run_epoch(const intp[::1] units, const intp[::1] coef_off, const intp[::1] i
     try:
         if off_all == NULL or parts == NULL:
             raise MemoryError()
+        # two stop flags, batches of even and odd parity: a thread that finds NaN in
+        # its rows of the next batch must not flip the flag the others have yet to read
+        # for this one
+        stop[0] = 0
+        stop[1] = 0
         with nogil, parallel(num_threads=n_threads):
             _epoch_share(&net, &X[0], cptr_or_null(Y), cptr_or_null(sw), &tg, n_rows,
                          batch_size, n_blocks, &params[0], &grads[0], &acts[0],
                          &deltas[0], ptr_or_null(xbuf), ptr_or_null(zs), mask_ptr,
                          params.shape[0], solver, &state_1[0], ptr_or_null(state_2),
                          momentum, nesterov, beta_1, beta_2, epsilon, &step_count[0],
-                         off_all, parts, &total, &stop, &loop, block_grads,
+                         off_all, parts, &total, stop, &loop, block_grads,
                          scratch_ptr, index_ptr, scratch_len, index_len)
     finally:
         PyMem_Free(off_all)
         PyMem_Free(parts)
-    if stop:
+    if stop[0] or stop[1]:
         raise_stopped(tg.bad)
     return total if totals is None else <intp> epoch_state[2]
 

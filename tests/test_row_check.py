@@ -2,6 +2,8 @@
 the same errors as scikit-learn's check before the fit, the fit undone, the same weights
 when X is finite."""
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -259,3 +261,39 @@ def test_the_backend_refuses_a_check_it_cannot_make():
         with pytest.raises(ValueError, match="every row of dense X"):
             backend.run_epoch(est._flat_params.copy(), rows, 300, 100, est._optimizer)
     assert backend.rows_unchecked
+
+
+STRESS = """
+import sys, time, warnings
+import numpy as np
+from pybackprop import MLPClassifier, _mlp, _threads
+warnings.simplefilter("ignore")
+_threads.FORCE_BY_UNITS = False
+_threads.FORCE_BLOCKS = 2
+_mlp.BaseMultilayerPerceptron.CHECK_ROWS_IN_KERNEL_BYTES = 0
+rs = np.random.RandomState(0)
+X = rs.standard_normal((1000, 24))
+y = (X[:, 0] > 0).astype(int)
+X[524, 3] = np.nan
+t0, n = time.perf_counter(), 0
+while time.perf_counter() - t0 < float(sys.argv[1]):
+    try:
+        MLPClassifier((8,), batch_size=16, max_iter=2, random_state=n).fit(X, y)
+    except ValueError:
+        n += 1
+print(n)
+"""
+
+
+def test_a_nan_found_a_batch_ahead_stops_every_thread_alike():
+    """Cut by rows on two threads, with NaN in one row: the thread that finds it while
+    gathering its rows of the next batch must not stop the other before that one has
+    finished this batch. With one stop flag for every batch it did, and the two then
+    waited at different barriers: repeated fits like these hung within 10 seconds, in
+    each of three tries. Five seconds of them must end, each with the error."""
+    if _kernels.max_threads() < 2:
+        pytest.skip("one OpenMP thread: no second thread to stop apart")
+    done = subprocess.run([sys.executable, "-c", STRESS, "5"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 100
