@@ -285,7 +285,7 @@ print(n)
 """
 
 
-def test_a_nan_found_a_batch_ahead_stops_every_thread_alike():
+def test_a_nan_found_a_batch_ahead_stops_every_thread_alike(tmp_path):
     """Cut by rows on two threads, with NaN in one row: the thread that finds it while
     gathering its rows of the next batch must not stop the other before that one has
     finished this batch. With one stop flag for every batch it did, and the two then
@@ -293,7 +293,8 @@ def test_a_nan_found_a_batch_ahead_stops_every_thread_alike():
     each of three tries. Five seconds of them must end, each with the error."""
     if _kernels.max_threads() < 2:
         pytest.skip("one OpenMP thread: no second thread to stop apart")
+    # run outside the source tree, which would shadow the installed package
     done = subprocess.run([sys.executable, "-c", STRESS, "5"], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 100
