@@ -106,7 +106,9 @@ cdef extern from "_rowgemm.h" nogil:
 
 # float32 fits cut by units make the first layer's two products with _rowgemm.h's
 # loops, which read the batch's rows where they lie in X (no gather, no packed copies
-# in BLAS), where the CPU has AVX-512; row_products() turns them off and on
+# in BLAS), where the CPU has AVX-512, and the second layer's three when it has
+# ROW_PRODUCTS_MIN_K units or more; float32 predict makes all its products with them.
+# row_products() turns them off and on
 cdef bint ROW_PRODUCTS = pb_rowgemm_available() != 0
 cdef intp ROW_PRODUCTS_MIN_K = 32
 # whether the last fit cut by units made them (for the tests)
@@ -114,10 +116,10 @@ cdef bint LAST_SPLIT_ROW_PRODUCTS = False
 
 
 def row_products(enable=None):
-    """Whether float32 fits cut by hidden units make the first layer's products with
-    the loops that read X's rows in place (csrc/_rowgemm.h) rather than gathering the
-    batch and calling BLAS; ``enable`` (True or False) sets it first. They can be on
-    only where the CPU runs AVX-512."""
+    """Whether float32 fits cut by hidden units (and float32 predict) make their
+    products with the loops that read X's rows in place (csrc/_rowgemm.h) rather than
+    gathering the batch and calling BLAS; ``enable`` (True or False) sets it first.
+    They can be on only where the CPU runs AVX-512."""
     global ROW_PRODUCTS
     if enable is not None:
         ROW_PRODUCTS = bool(enable) and pb_rowgemm_available() != 0

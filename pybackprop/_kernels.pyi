@@ -182,8 +182,8 @@ def max_threads() -> int:
     """Threads a parallel region started from this thread would get."""
 
 def row_products(enable: bool | None = None) -> bool:
-    """Whether float32 fits cut by hidden units make the first layer's products from
-    X's rows in place (AVX-512 only); ``enable`` sets it first."""
+    """Whether float32 fits cut by hidden units and float32 predict make their
+    products from X's rows in place (AVX-512 only); ``enable`` sets it first."""
 
 def unit_split_size(
     units: NDArray[np.intp], hidden: NDArray[np.intc], batch_rows: int, n_blocks: int,
