@@ -1376,8 +1376,12 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
                          "no dropout")
     if n_blocks > net.units[1]:
         raise ValueError("more blocks than hidden units")
+    # the row products (float32): no row buffers in ws, a row pointer scratch instead
+    cdef bint direct = False
+    if floating is float:
+        direct = ROW_PRODUCTS
     if ws.shape[0] < unit_split_values(net.units, net.hidden, L, batch_size, n_blocks,
-                                       n_threads):
+                                       n_threads, direct):
         raise ValueError("split_ws is smaller than unit_split_size()")
     stop[0] = 0
     stop[1] = 0
@@ -1391,14 +1395,14 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
         tail_parts = <floating*> PyMem_Malloc(
             n_blocks * pad16(tail_weights(net.units, L) + tail_biases(net.units, L))
             * sizeof(floating))
-    if floating is float and ROW_PRODUCTS:
+    if direct:
         # each thread's pointers to its batch's rows of X (see _unit_share)
         row_ptrs = <const floating**> PyMem_Malloc(n_threads * batch_size
                                                    * sizeof(floating*))
     try:
         if sq_parts == NULL or (L > 2 and (tail_off == NULL or tail_parts == NULL)):
             raise MemoryError()
-        if floating is float and ROW_PRODUCTS and row_ptrs == NULL:
+        if direct and row_ptrs == NULL:
             raise MemoryError()
         global LAST_SPLIT_ROW_PRODUCTS
         LAST_SPLIT_ROW_PRODUCTS = row_ptrs != NULL
@@ -1558,10 +1562,13 @@ cdef inline intp tail_thread_size(const intp* units, const int* hidden, intp L,
 
 
 cdef inline intp unit_split_values(const intp* units, const int* hidden, intp L,
-                                   intp batch_rows, int n_blocks, int n_threads) noexcept nogil:
+                                   intp batch_rows, int n_blocks, int n_threads,
+                                   bint direct) noexcept nogil:
+    """Values of the workspace; ``direct``: the row products read X's rows in place,
+    and no row buffers are kept."""
     cdef intp d = units[0], H = units[1], k = units[2]
     return (unit_block(d, H, k, batch_rows, n_blocks, n_blocks, needs_z(hidden[0])).start
-            + row_buffers(n_threads) * pad16(batch_rows * d)
+            + (0 if direct else row_buffers(n_threads)) * pad16(batch_rows * d)
             + n_threads * (unit_thread_size(d, H, k, batch_rows, n_blocks)
                            + tail_thread_size(units, hidden, L, batch_rows)))
 
@@ -1613,17 +1620,18 @@ cdef inline void transpose(const floating* A, floating* At, intp rows,
 
 
 def unit_split_size(const intp[::1] units, const int[::1] hidden, intp batch_rows,
-                    int n_blocks, int n_threads):
+                    int n_blocks, int n_threads, bint row_products=False):
     """Length of the workspace ``run_epoch`` needs to cut the first hidden layer of a
     net (layer widths ``units``, hidden activation codes ``hidden``) into n_blocks
-    blocks of units run by up to n_threads threads."""
+    blocks of units run by up to n_threads threads; ``row_products``: for a float32
+    fit with row_products() on, which gathers no rows and needs no row buffers."""
     if units.shape[0] < 3 or hidden.shape[0] != units.shape[0] - 2:
         raise ValueError("a cut by units needs a hidden layer, and one activation code "
                          "per hidden layer")
     if n_blocks < 1 or n_threads < 1 or batch_rows < 1:
         raise ValueError("n_blocks, n_threads and batch_rows must be at least 1")
     return unit_split_values(&units[0], &hidden[0], units.shape[0] - 1, batch_rows,
-                             n_blocks, n_threads)
+                             n_blocks, n_threads, row_products)
 
 
 cdef inline void rows_times(bint direct, const floating* x_base, const intp* rows_at,
@@ -1833,8 +1841,10 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef intp x_len = pad16(batch_size * d), g = 0
     cdef bint share_rows = (tg_all.rows != NULL and T > 1 and not direct
                             and batch_size * d * <intp> sizeof(floating) >= SHARE_ROWS_BYTES)
-    xb = shared_x + tid * x_len
-    mine = shared_x + row_buffers(T) * x_len \
+    # no row buffers with the row products (unit_split_values)
+    cdef int n_row_buffers = 0 if direct else row_buffers(T)
+    xb = shared_x + tid * x_len if not direct else NULL
+    mine = shared_x + n_row_buffers * x_len \
         + tid * (unit_thread_size(d, H, k, batch_size, n_blocks)
                  + tail_thread_size(net.units, net.hidden, L, batch_size))
     out = mine
@@ -1849,12 +1859,12 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
         # its loss and dz (in place of the output: one buffer fewer to write, and to
         # take from the core that read it last), in thread 0's buffer, which every
         # thread then reads
-        out = shared_x + row_buffers(T) * x_len
+        out = shared_x + n_row_buffers * x_len
         dz = out
     else:
         # with a tail, block j runs the tail over those rows, in this thread's
         # buffers, and writes their rows of dz_2 into thread 0's
-        dz = shared_x + row_buffers(T) * x_len + pad16(batch_size * k)
+        dz = shared_x + n_row_buffers * x_len + pad16(batch_size * k)
     if L > 2:
         tp = mine + unit_thread_size(d, H, k, batch_size, n_blocks)
         tgr = tp + n_t

@@ -187,8 +187,10 @@ class CythonBackend:
         # workspace
         self.split_ws = None
         if by_units:
+            # float32 with the row products gathers no rows: no row buffers
             self.split_ws = np.empty(_kernels.unit_split_size(
-                lay.units, net.codes()[0], batch_rows, n_blocks, n_threads),
+                lay.units, net.codes()[0], batch_rows, n_blocks, n_threads,
+                data.dtype == np.float32 and _kernels.row_products()),
                 dtype=data.dtype)
         self.rows = batch_rows
         # the row-wise workspaces, unused (one value each) when the workspace above

@@ -187,9 +187,11 @@ def row_products(enable: bool | None = None) -> bool:
 
 def unit_split_size(
     units: NDArray[np.intp], hidden: NDArray[np.intc], batch_rows: int, n_blocks: int,
-    n_threads: int
+    n_threads: int, row_products: bool = ...
 ) -> int:
-    """Workspace length for an epoch whose first hidden layer is cut by units."""
+    """Workspace length for an epoch whose first hidden layer is cut by units
+    (``row_products``: a float32 fit with row_products() on, which keeps no row
+    buffers)."""
 
 def sparse_batch_nnz(indptr: NDArray[np.int32], batch_size: int) -> int:
     """A bound on the nonzeros of any batch of ``batch_size`` rows of a CSR matrix."""

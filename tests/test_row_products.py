@@ -279,3 +279,49 @@ def test_predict_kernel_checks_threads_and_workspace(row_products):
     assert row_products(True)
     assert _kernels.predict["float"](*args, np.empty(2 * size, np.float32), out, False, 2)
     assert_allclose(out.reshape(200, 4), est.predict_proba(X[:200]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("units", [[40, 37, 4], [40, 37, 36, 5, 4]])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_cut_by_units_keeps_no_row_buffers_and_stays_inside(units, n_threads,
+                                                            row_products):
+    """A float32 fit with the row products gathers no rows, so its workspace holds no
+    row buffers: shorter than a gathering fit's by those buffers, and a workspace of
+    exactly that length, followed by sentinels, leaves them as they were (and gives
+    the model of a roomy one)."""
+    from pybackprop._backend import CythonBackend, Data, Net
+    from pybackprop._layout import Layout
+    from pybackprop._optim import AdamState
+
+    lay = Layout(units)
+    net = Net(lay, "relu", "softmax", "log_loss", 1e-3)
+    data = Data(X, np.eye(4)[y_multi], None, True, np.float32)
+    codes = net.codes()[0]
+    gathered = _kernels.unit_split_size(lay.units, codes, 50, 3, n_threads)
+    assert row_products(True)
+    size = _kernels.unit_split_size(lay.units, codes, 50, 3, n_threads, True)
+    buffers = 1 if n_threads == 1 else 3
+    assert gathered - size == buffers * -(-50 * units[0] // 16) * 16
+    start = np.random.RandomState(0).normal(size=lay.n_params).astype(np.float32) * 0.3
+    results = []
+    for spare in (0, 1000):
+        backend = CythonBackend(net, data, 50, n_blocks=3, n_threads=n_threads,
+                                by_units=True)
+        assert backend.split_ws.size == size
+        room = np.full(size + spare + 64, 12345.0, np.float32)
+        backend.split_ws = room[:size + spare]
+        params = start.copy()
+        opt = AdamState(lay.n_params, np.float32, 1e-2, 0.9, 0.999, 1e-8)
+        rows = np.random.RandomState(1).permutation(len(X))
+        for _ in range(2):
+            backend.run_epoch(params, rows, len(X), 50, opt)
+        assert _kernels._last_split_used_row_products()
+        assert (room[size + spare:] == 12345.0).all()
+        results.append(params)
+    assert_array_equal(results[0], results[1])
+    # a workspace for the row products is too short once they are off
+    assert not row_products(False)
+    backend.split_ws = room[:size]
+    with pytest.raises(ValueError, match="smaller than unit_split_size"):
+        backend.run_epoch(start.copy(), rows, len(X), 50,
+                          AdamState(lay.n_params, np.float32, 1e-2, 0.9, 0.999, 1e-8))
