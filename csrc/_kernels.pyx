@@ -55,6 +55,8 @@ cdef extern from "_omp.h" nogil:
     int pb_thread_num()
     int pb_num_threads()
     int pb_max_threads()
+    int pb_load_int(const int* p)
+    void pb_store_int(int* p, int v)
 
 HAVE_OPENMP = bool(PB_HAVE_OPENMP)
 
@@ -100,9 +102,6 @@ cdef extern from "_rowgemm.h" nogil:
                const double* W, Py_ssize_t n, double* Z)
     void pb_xtdz(const double* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ssize_t m,
                  const double* dZ, Py_ssize_t n, double* G, const double** rp)
-    int pb_any_nonfinitef(const float* x, Py_ssize_t n)
-    int pb_load_int(const int* p)
-    void pb_store_int(int* p, int v)
 
 # float32 fits cut by units make the first layer's two products with _rowgemm.h's
 # loops, which read the batch's rows where they lie in X (no gather, no packed copies
@@ -1932,7 +1931,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 rows_at = tg.rows + start
                 if tg.bad != NULL:
                     for i in range(m * tid // T, m * (tid + 1) // T):
-                        found |= pb_any_nonfinitef(<const float*> X + rows_at[i] * d, d)
+                        found |= not all_finite(X + rows_at[i] * d, d)
                     if found:
                         stop[parity] = 1
             elif share_rows:
@@ -2190,10 +2189,7 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
     one after the other. Otherwise n_threads must be 1, and BLAS runs as it is set."""
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, 0,
                             0.0, indices, indptr)
-    cdef Targets tg
-    cdef intp start, m, k = units[units.shape[0] - 1], d = units[0]
-    cdef intp L = units.shape[0] - 1, stride, need, i
-    cdef bint finite = True
+    cdef intp L = units.shape[0] - 1, k = units[L], stride, need, i
     cdef bint row_products = floating is float and ROW_PRODUCTS and not net.sparse
     cdef int stop = 0
     check_sizes(&net, params.shape[0], X.shape[0], n_rows)
@@ -2214,42 +2210,31 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
     if stride < need:
         raise ValueError("acts holds fewer values than n_threads workspaces of chunk "
                          "rows' activations")
-    tg.rows = NULL
-    tg.labels = NULL
-    tg.bad = NULL
+    if n_rows == 0:
+        return True
     if n_threads > 1:
         with nogil, parallel(num_threads=n_threads):
             _predict_share(&net, &X[0], n_rows, chunk, &params[0], &acts[0], stride,
-                           &out[0], check_finite, &stop)
-        return not stop
-    with nogil:
-        start = 0
-        while start < n_rows:
-            m = min(chunk, n_rows - start)
-            tg.start = start
-            if check_finite:
-                if net.sparse:
-                    finite = all_finite(&X[0] + net.indptr[start],
-                                        net.indptr[start + m] - net.indptr[start])
-                else:
-                    finite = all_finite(&X[0] + start * d, m * d)
-                if not finite:
-                    break
-            forward(&net, &X[0], &tg, m, &params[0], &acts[0], NULL, &out[0] + start * k,
-                    NULL, NULL, row_products)
-            start += chunk
-    return finite
+                           &out[0], check_finite, row_products, &stop)
+    else:
+        with nogil:
+            _predict_share(&net, &X[0], n_rows, chunk, &params[0], &acts[0], stride,
+                           &out[0], check_finite, row_products, &stop)
+    return not stop
 
 
 cdef void _predict_share(const Net* net, const floating* X, intp n_rows, intp chunk,
                          const floating* params, floating* acts, intp stride,
-                         floating* out, bint check_finite, int* stop) noexcept nogil:
-    """One thread's chunks of predict: chunk c goes to thread c mod T, with workspace
+                         floating* out, bint check_finite, bint row_products,
+                         int* stop) noexcept nogil:
+    """One thread's chunks of predict (outside a parallel region, thread 0 of 1: all
+    of them, in order): chunk c goes to thread c mod T, with workspace
     acts + tid * stride. A chunk holding NaN or infinity sets stop[0], and every
     thread stops at its next chunk."""
     cdef int tid = pb_thread_num(), T = pb_num_threads()
     cdef intp c, start, m, d = net.units[0], k = net.units[net.n_layers]
     cdef intp n_chunks = (n_rows + chunk - 1) // chunk
+    cdef bint finite
     cdef Targets tg
     tg.rows = NULL
     tg.labels = NULL
@@ -2260,12 +2245,18 @@ cdef void _predict_share(const Net* net, const floating* X, intp n_rows, intp ch
             return
         start = c * chunk
         m = min(chunk, n_rows - start)
-        if check_finite and not all_finite(X + start * d, m * d):
-            pb_store_int(stop, 1)
-            return
+        if check_finite:
+            if net.sparse:
+                finite = all_finite(X + net.indptr[start],
+                                    net.indptr[start + m] - net.indptr[start])
+            else:
+                finite = all_finite(X + start * d, m * d)
+            if not finite:
+                pb_store_int(stop, 1)
+                return
         tg.start = start
         forward(net, X, &tg, m, params, acts + tid * stride, NULL, out + start * k, NULL,
-                NULL, True)
+                NULL, row_products)
         c += T
 
 

@@ -6,6 +6,10 @@
 #ifndef PYBACKPROP_OMP_H
 #define PYBACKPROP_OMP_H
 
+/* an int that OpenMP threads share as a flag, read and written whole */
+static inline int pb_load_int(const int* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void pb_store_int(int* p, int v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
 #ifdef _OPENMP
 #include <omp.h>
 #define PB_HAVE_OPENMP 1

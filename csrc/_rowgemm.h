@@ -246,22 +246,4 @@ static void pb_xtdz(const double* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ss
 
 #endif
 
-/* an int that OpenMP threads share as a flag */
-static inline int pb_load_int(const int* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-static inline void pb_store_int(int* p, int v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
-
-/* 1 when one of n values is NaN or infinite (v - v is 0 exactly for finite v) */
-static int pb_any_nonfinite(const double* x, Py_ssize_t n)
-{
-    int bad = 0;
-    for (Py_ssize_t i = 0; i < n; i++) bad |= (x[i] - x[i]) != 0;
-    return bad;
-}
-static int pb_any_nonfinitef(const float* x, Py_ssize_t n)
-{
-    int bad = 0;
-    for (Py_ssize_t i = 0; i < n; i++) bad |= (x[i] - x[i]) != 0;
-    return bad;
-}
-
 #endif
