@@ -11,8 +11,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kernels, _reference
-from ._threads import predict_threads
 from ._layout import ACTIVATION_CODES, LOSS_CODES, NEEDS_Z
+from ._threads import predict_threads
 
 # raised by run_epoch when the rows it checks hold NaN or infinity
 NonFiniteInput = _kernels.NonFiniteInput
