@@ -112,6 +112,27 @@ def _indicator(label_binarizer, y):
     return Y
 
 
+def _labels(label_binarizer, scores):
+    """``label_binarizer.inverse_transform(scores)``: the predicted labels.
+
+    For the common case, dense scores of 1-D binary or multiclass labels with the
+    default 0 / 1 labels, it is worked here: the class of the greatest score (the first
+    of equal ones), or of a score above 0.5 for two classes. ``inverse_transform``
+    routes each call through the array API and costs about 40 µs of a one-row
+    predict's 55. Anything else goes to ``inverse_transform`` itself."""
+    lb = label_binarizer
+    if (not isinstance(scores, np.ndarray) or lb.y_type_ not in ("binary", "multiclass")
+            or lb.sparse_input_ or lb.neg_label != 0 or lb.pos_label != 1):
+        return lb.inverse_transform(scores)
+    classes = lb.classes_
+    if lb.y_type_ == "multiclass" and scores.ndim == 2 and scores.shape[1] == len(classes):
+        return classes.take(scores.argmax(axis=1))
+    if (lb.y_type_ == "binary" and len(classes) == 2
+            and (scores.ndim == 1 or scores.ndim == 2 and scores.shape[1] == 1)):
+        return classes.take((scores.reshape(-1) > 0.5).astype(np.intp))
+    return lb.inverse_transform(scores)
+
+
 def _overflow_error(dtype):
     return ValueError(f"Input X has values too large for the model's {dtype} weights: "
                       f"they overflow to infinity when cast to {dtype}.")
@@ -1268,7 +1289,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         y_pred = self._forward_pass_fast(X, check_input=check_input)
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
-        return self._label_binarizer.inverse_transform(y_pred)
+        return _labels(self._label_binarizer, y_pred)
 
     def _score(self, X, y, sample_weight=None):
         return self._score_with_function(X, y, sample_weight, accuracy_score)

@@ -133,6 +133,49 @@ def test_indicator_matches_label_binarizer(fit_on, y):
     assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize(
+    "fit_on, scores",
+    [
+        # multiclass: the greatest score, the first of equal ones
+        (np.array(["a", "b", "c"]),
+         np.array([[0.1, 0.7, 0.2], [0.4, 0.2, 0.4], [0.3, 0.3, 0.4], [1 / 3, 1 / 3, 1 / 3]])),
+        (np.array([3, 1, 7]), np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]], dtype=np.float32)),
+        (np.array(["x", "y", "z"], dtype=object), np.array([[0.0, 0.0, 1.0]])),
+        # binary: a score above 0.5 (exactly 0.5 is the first class), 1-D or one column
+        (np.array([-1.0, 2.0]), np.array([0.2, 0.5, 0.5000001, 0.9])),
+        (np.array([False, True]), np.array([[0.7], [0.1]], dtype=np.float32)),
+        (np.array(["no", "yes"]), np.array([0.49, 0.51])),
+        # no rows
+        (np.array([0, 1, 2]), np.zeros((0, 3))),
+        # multilabel: inverse_transform's own answer
+        (np.array([[1, 0], [0, 1], [1, 1]]), np.array([[0.2, 0.9], [0.6, 0.4]])),
+    ],
+)
+def test_labels_match_label_binarizer(fit_on, scores):
+    """The classifier's predicted labels are LabelBinarizer.inverse_transform's."""
+    from sklearn.preprocessing import LabelBinarizer
+
+    from pybackprop._mlp import _labels
+
+    lb = LabelBinarizer().fit(fit_on)
+    expected = lb.inverse_transform(scores)
+    got = _labels(lb, scores)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_predict_is_the_argmax_of_predict_proba(n_classes):
+    """predict gives the class of the greatest probability (above 0.5 for two classes),
+    as inverse_transform of predict_proba's scores does."""
+    X, y = make_data("binary" if n_classes == 2 else "multiclass")
+    est = MLPClassifier(**SMALL).fit(X, y)
+    proba = est.predict_proba(X)
+    assert_array_equal(est.predict(X), est.classes_[proba.argmax(axis=1)])
+    assert_array_equal(est.predict(X), est._label_binarizer.inverse_transform(
+        proba[:, 1] if n_classes == 2 else proba))
+
+
 def test_regressor_outputs():
     """Poisson regression uses an exp output (positive predictions); multi-output predicts 2-D."""
     X, y = make_data("poisson")
