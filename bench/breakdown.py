@@ -1,6 +1,7 @@
 """Where pybackprop's fit time goes, per workload of bench/run.py.
 
     python bench/breakdown.py [workload ...] [--quick] [--fits K] [--perf] [--cprofile]
+                              [--barriers]
 
 For each fit workload (default: all of them) prints, per epoch (L-BFGS: per iteration):
 
@@ -20,6 +21,10 @@ For the predict workloads: the whole ``predict_proba`` call vs the compiled ``pr
 ``--perf`` samples the fit loop with ``perf record`` (started only once the data is
 built, through a control FIFO) and prints the top shared objects and symbols;
 ``--cprofile`` prints the Python functions with the most cumulative time.
+``--barriers`` times the barriers of the fit's epochs on their threads
+(``_kernels.barrier_clock``) and prints, per thread, epoch and barrier site, the time
+it worked before the barrier and the time it waited in it: two threads that work
+alike wait little; one that waits long is waiting for a slower one.
 """
 
 import argparse
@@ -161,6 +166,46 @@ def predict_breakdown(name, cfg, repeats, with_cprofile):
         print_stats(prof, name)
 
 
+SITES = ("epoch start", "batch, 1st", "batch, 2nd", "epoch end")
+
+
+def barriers(name, cfg, fits):
+    """Per thread and epoch: work before and wait in each barrier site of the epoch
+    loops, summed over ``fits`` fits (their threads as set)."""
+    setup = bench.FIT_SETUPS[name](cfg)
+    X, y, _, _ = setup["data"]
+    spec = setup["spec"]
+    bench.pb_estimator(spec).set_params(max_iter=1).fit(X[:256], y[:256])  # warm-up
+    kernels = pb_backend._kernels
+    epochs, fit_s = 0, []
+    kernels.barrier_clock(True)
+    try:
+        for _ in range(fits):
+            est = bench.pb_estimator(spec)
+            dt, _ = bench.timed(est.fit, X, y)
+            epochs += max(est.n_iter_, 1)
+            fit_s.append(dt / max(est.n_iter_, 1))
+        times = np.array(kernels.barrier_times())
+    finally:
+        kernels.barrier_clock(False)
+    threads = np.flatnonzero(times[:, :, 2].sum(axis=1))
+    print("\n### barriers: %s (%d fits, %s an epoch)" % (
+        name, fits, bench.fmt_t(statistics.median(fit_s))))
+    if not len(threads):
+        print("no barriers: the fits ran on one thread (or cut by neither rows nor units)")
+        return
+    print("| thread | " + " | ".join("%s: work / wait" % s for s in SITES)
+          + " | work | wait |")
+    print("|---|" + "---|" * (len(SITES) + 2))
+    fmt = bench.fmt_t
+    for t in threads:
+        work, wait = times[t, :, 0] / epochs, times[t, :, 1] / epochs
+        print("| %d | " % t + " | ".join("%s / %s" % (fmt(a), fmt(b)) for a, b in zip(work, wait))
+              + " | %s | %s |" % (fmt(work.sum()), fmt(wait.sum())))
+    print("(per epoch; barriers per epoch and thread: %s)" % ", ".join(
+        "%g" % c for c in times[threads[0], :, 2] / epochs))
+
+
 def print_stats(prof, name):
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(12)
@@ -226,6 +271,8 @@ def main():
     ap.add_argument("--fits", type=int, default=3, help="fits per setting (median)")
     ap.add_argument("--perf", action="store_true", help="also sample with perf record")
     ap.add_argument("--cprofile", action="store_true", help="also run cProfile")
+    ap.add_argument("--barriers", action="store_true",
+                    help="also time the barriers of the epochs, per thread")
     ap.add_argument("--loop", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--ctl", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -258,6 +305,8 @@ def main():
             predict_breakdown(name, Cfg, args.fits, args.cprofile)
             continue
         breakdown(name, Cfg, args.fits)
+        if args.barriers:
+            barriers(name, Cfg, args.fits)
         if args.cprofile:
             cprofile(name, Cfg)
         if args.perf:

@@ -52,6 +52,10 @@ cdef extern from "Python.h":
 cdef extern from "_omp.h" nogil:
     int PB_HAVE_OPENMP
     void pb_barrier()
+    int pb_clock_on
+    double pb_clock[64][4][3]
+    void pb_clock_start()
+    void pb_timed_barrier(int site)
     int pb_thread_num()
     int pb_num_threads()
     int pb_max_threads()
@@ -123,6 +127,25 @@ def row_products(enable=None):
     if enable is not None:
         ROW_PRODUCTS = bool(enable) and pb_rowgemm_available() != 0
     return bool(ROW_PRODUCTS)
+
+
+def barrier_clock(enable=None):
+    """Whether the barriers of fits on several threads are timed (csrc/_omp.h);
+    ``enable`` (True or False) sets it first, and clears the times. For bench/
+    breakdown.py --barriers; off, a barrier costs one test more."""
+    global pb_clock_on
+    if enable is not None:
+        memset(pb_clock, 0, sizeof(pb_clock))
+        pb_clock_on = 1 if enable else 0
+    return pb_clock_on != 0
+
+
+def barrier_times():
+    """The barrier clock's sums since it was switched, as nested lists: 64 threads x 4
+    sites (0 an epoch's start, 1 and 2 a batch's first and second barrier, 3 an
+    epoch's end) x [seconds worked since the thread's last barrier, seconds waited
+    in this one, barriers passed]. Threads past 64 are not timed."""
+    return [[[pb_clock[t][s][k] for k in range(3)] for s in range(4)] for t in range(64)]
 
 
 def _last_split_used_row_products():
@@ -939,7 +962,7 @@ cdef inline void epoch_begins(EpochLoop* loop, double* total, int tid,
             pb_shuffle(loop.mt, loop.rows, loop.n_rows)
         total[0] = 0
     if T > 1:
-        pb_barrier()
+        pb_timed_barrier(0)
 
 
 cdef inline bint epoch_over(EpochLoop* loop, intp e, double* total, bint cut_short,
@@ -948,13 +971,13 @@ cdef inline bint epoch_over(EpochLoop* loop, intp e, double* total, bint cut_sho
     decides, once all are done). ``interrupted``: Ctrl-C was seen, in this epoch or
     at its very end; a whole epoch is recorded, and none follows."""
     if T > 1:
-        pb_barrier()
+        pb_timed_barrier(3)
     if tid == 0:
         epoch_ends(loop, e, total[0], cut_short)
         if interrupted:
             loop.leave = 1
     if T > 1:
-        pb_barrier()
+        pb_timed_barrier(3)
     return loop.leave
 
 
@@ -1058,6 +1081,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
     cdef double last_check = seconds()
     cdef int found = 0     # this thread's gathers found NaN / infinity (see Targets.bad)
     mine.act_off = off
+    pb_clock_start()
     for e in range(loop.n_epochs):
         epoch_begins(loop, total, tid, T)
         start = 0
@@ -1094,7 +1118,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
                 tg_all.bad[0] = 1
                 stop[parity] = 1
             if T > 1:
-                pb_barrier()
+                pb_timed_barrier(1)
             batch.start = start
             sw_sum = batch_weight(sw, &batch, m)
             lr_t = step_size(solver, loop.lr, beta_1, beta_2, &steps)
@@ -1123,7 +1147,7 @@ cdef void _epoch_share(const Net* net, const floating* X, const floating* Y,
             if tid == 0 and signal_due(&last_check):
                 stop[parity] = 1
             if T > 1:
-                pb_barrier()
+                pb_timed_barrier(2)
             if tid == 0:
                 loss_sum = 0
                 sq_sum = 0
@@ -1903,6 +1927,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     pack_unit_blocks(net, ws, batch_size, n_blocks, first, last, with_z, params, state_1,
                      state_2, False)
 
+    pb_clock_start()
     for e in range(loop.n_epochs):
         epoch_begins(loop, total, tid, T)
         start = 0
@@ -1917,7 +1942,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                          shared_x + (g % SHARED_ROW_BUFFERS) * x_len, tid, T, tg.bad)
             if found:
                 stop[parity] = 1
-            pb_barrier()
+            pb_timed_barrier(0)
         while start < n_rows:
             m = min(batch_size, n_rows - start)
             tg.start = start
@@ -1961,7 +1986,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                     # the next batch's rows: it stops before it changes anything
                     stop[1 - parity] = 1
             if T > 1:
-                pb_barrier()
+                pb_timed_barrier(1)
             if tid == 0:
                 add_pending_loss(&pending, total, sq_parts, n_blocks, net.alpha)
             if stop[parity]:
@@ -2014,7 +2039,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             # are next written after the next batch's forward barrier, when every
             # thread is done with them)
             if T > 1:
-                pb_barrier()
+                pb_timed_barrier(2)
             loss = 0
             for j in range(n_blocks):
                 loss += loss_parts[j]
@@ -2088,7 +2113,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
             start += batch_size
         # the last batch's loss, once its blocks have stepped
         if T > 1:
-            pb_barrier()
+            pb_timed_barrier(3)
         if tid == 0:
             add_pending_loss(&pending, total, sq_parts, n_blocks, net.alpha)
         if epoch_over(loop, e, total, cut_short, stop[0] or stop[1], tid, T):

@@ -185,6 +185,15 @@ def row_products(enable: bool | None = None) -> bool:
     """Whether float32 fits cut by hidden units and float32 predict make their
     products from X's rows in place (AVX-512 only); ``enable`` sets it first."""
 
+def barrier_clock(enable: bool | None = None) -> bool:
+    """Whether the epoch loops' barriers are timed; ``enable`` sets it first and clears
+    the times."""
+
+def barrier_times() -> list[list[list[float]]]:
+    """64 threads x 4 sites x [seconds worked before, seconds waited, barriers]: the
+    barrier clock's sums; sites: an epoch's start, a batch's first and second barrier,
+    an epoch's end."""
+
 def unit_split_size(
     units: NDArray[np.intp], hidden: NDArray[np.intc], batch_rows: int, n_blocks: int,
     n_threads: int, row_products: bool = ...

@@ -7,6 +7,7 @@ reference to rounding.
 
 import multiprocessing
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -694,3 +695,36 @@ def test_run_epoch_checks_rows_batch_size_layout_and_indptr():
         opt = SGDState(lay.n_params, np.float64, 0.1, "constant", 0.0, False, 0.5)
         with pytest.raises(ValueError, match="indptr"):
             backend.run_epoch(params, None, 64, 64, opt)
+
+
+@pytest.mark.parametrize("by_units", [True, False])
+def test_barrier_clock_counts_every_barrier_of_each_thread(by_units, blocks, monkeypatch):
+    """With the barrier clock on, each of two threads passes the epoch loops' barriers:
+    one at an epoch's start, two a batch, and at an epoch's end three cut by units (the
+    last batch's, then the loop's two) or two cut by rows; the time it worked and waited
+    adds up to no more than the fit took. Switched off, nothing is counted."""
+    if _kernels.max_threads() < 2:
+        pytest.skip("one OpenMP thread: no barriers")
+    blocks(2)
+    monkeypatch.setattr(_threads, "FORCE_BY_UNITS", by_units)
+    epochs, batches = 3, 4     # 203 rows in batches of 64
+    assert not _kernels.barrier_clock()
+    try:
+        assert _kernels.barrier_clock(True)
+        start = time.perf_counter()
+        est = fit(MLPClassifier, y_multi, dict(hidden_layer_sizes=(16,)), max_iter=epochs)
+        took = time.perf_counter() - start
+        times = np.array(_kernels.barrier_times())
+    finally:
+        _kernels.barrier_clock(False)
+    assert est.n_iter_ == epochs
+    counts = times[:, :, 2]
+    assert_array_equal(counts[:2], [[epochs, epochs * batches, epochs * batches,
+                                     epochs * (3 if by_units else 2)]] * 2)
+    assert not counts[2:].any()
+    assert (times[:2, :, :2] >= 0).all()
+    assert (times[:2, 1, 0] > 0).all()
+    assert (times[:2, :, :2].sum(axis=(1, 2)) <= took).all()
+    # off: the times were cleared and stay so
+    fit(MLPClassifier, y_multi, dict(hidden_layer_sizes=(16,)), max_iter=1)
+    assert not np.array(_kernels.barrier_times()).any()
