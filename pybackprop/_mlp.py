@@ -92,6 +92,9 @@ def _indicator(label_binarizer, y):
     digits, 3.5 ms for 60000). Any other case, and any label not among ``classes_``,
     goes to ``transform`` itself, which gives its own result or error."""
     lb = label_binarizer
+    if sp.issparse(y):
+        # a sparse indicator matrix (multilabel): transform reads it as it is
+        return lb.transform(y).astype(bool)
     y = np.asarray(y)
     if (y.ndim != 1 or lb.y_type_ not in ("binary", "multiclass") or lb.sparse_output
             or lb.neg_label != 0 or lb.pos_label != 1):
@@ -131,11 +134,6 @@ def _labels(label_binarizer, scores):
             and (scores.ndim == 1 or scores.ndim == 2 and scores.shape[1] == 1)):
         return classes.take((scores.reshape(-1) > 0.5).astype(np.intp))
     return lb.inverse_transform(scores)
-
-
-def _overflow_error(dtype):
-    return ValueError(f"Input X has values too large for the model's {dtype} weights: "
-                      f"they overflow to infinity when cast to {dtype}.")
 
 
 def _call_callbacks(callbacks, est, info):
@@ -524,7 +522,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
             if self.callbacks is None:
                 return
             self.n_iter_ = best["iterations"]
-            self.loss_ = float(intermediate_result.fun)
+            self.loss_ = np.float64(intermediate_result.fun)
             info = {"epoch": self.n_iter_, "loss": self.loss_, "validation_score": None,
                     "validation_loss": None, "learning_rate": None}
             params[:] = intermediate_result.x
@@ -548,13 +546,13 @@ class BaseMultilayerPerceptron(BaseEstimator):
             warnings.warn("Training interrupted by user.")
             params[:] = best["x"]
             self.n_iter_ = best["iterations"]
-            self.loss_ = float(best["loss"])
+            self.loss_ = np.float64(best["loss"])
             return
         if best["stopped"]:
             self.n_iter_ = best["iterations"]
         else:
             self.n_iter_ = _lbfgs_n_iter(result, self.max_iter)
-        self.loss_ = result.fun
+        self.loss_ = np.float64(result.fun)
         params[:] = result.x
 
     def _fit_stochastic(self, X, y, sample_weight, random_state, incremental,
@@ -684,7 +682,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
                     total = backend.run_epoch(params, rows, n_train, batch_size, optimizer,
                                               seed)
                 self.n_iter_ += 1
-                self.loss_ = total / n_train
+                # np.float64, as scikit-learn's (a NumPy sum)
+                self.loss_ = np.float64(total / n_train)
                 self.t_ += n_train
                 self.loss_curve_.append(self.loss_)
                 if self.verbose:
@@ -898,31 +897,29 @@ class BaseMultilayerPerceptron(BaseEstimator):
         return True
 
     def _forward_pass_fast(self, X, check_input=True):
-        """Output-layer activations for the rows of X."""
+        """Output-layer activations for the rows of X, in float64 unless both X and
+        the weights are float32 (NumPy's promotion, as scikit-learn's products give)."""
         plain = check_input and self._is_plain_input(X)
         if check_input and not plain:
-            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
-                              dtype=(np.float64, np.float32))
+            # as scikit-learn's predict validates: any numeric dtype (strings refused)
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+            if X.dtype not in (np.float64, np.float32):
+                X = X.astype(np.float64)
         params = self._params()
-        X_in = X
-        if X.dtype != params.dtype:
-            with np.errstate(over="ignore"), warnings.catch_warnings():
-                # an overflow to float32's infinity is reported below, by name
-                warnings.simplefilter("ignore", RuntimeWarning)
-                X = X.astype(params.dtype)
-            if not plain and X.dtype == np.float32 and not get_config()["assume_finite"] \
-                    and not np.isfinite(X.data if sp.issparse(X) else X).all():
-                # X was validated finite: the cast overflowed
-                raise _overflow_error(X.dtype)
+        if params.dtype != X.dtype:
+            # float32 weights on float64 X run in float64, as do float64 weights on
+            # float32 X: both casts are exact
+            if params.dtype == np.float32:
+                params = params.astype(np.float64)
+            else:
+                X = X.astype(np.float64)
         out = _backend.predict(self._net(), X, params, self.backend, check_finite=plain)
         if out is None and get_config()["assume_finite"]:
             # the caller vouched for X (sklearn.set_config): predict without the scan
             out = _backend.predict(self._net(), X, params, self.backend)
         if out is None:
             # NaN or infinity in a plain array: the full validation names the problem
-            validate_data(self, X_in, reset=False, dtype=(np.float64, np.float32))
-            if X is not X_in:
-                raise _overflow_error(X.dtype)
+            validate_data(self, X, reset=False)
             raise ValueError("Input X contains NaN or infinity.")
         if np.isnan(np.add.reduce(out, axis=None)):
             warnings.warn(
@@ -1258,8 +1255,9 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return weights
 
     def _target_matrix(self, y, n_samples):
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
+        if not sp.issparse(y):
+            y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1 and not sp.issparse(y):
             y = y.ravel()
         unseen = np.setdiff1d(unique_labels(y), self.classes_)
         if len(unseen):

@@ -297,6 +297,86 @@ def test_float32_in_float32_out(solver, backend):
     assert est64.predict_proba(X).dtype == np.float64
 
 
+@pytest.mark.parametrize("fmt", ["dense", "csr", "int"])
+def test_float32_model_predicts_other_input_in_float64_as_scikit_learn(fmt, backend):
+    """A float32 model on float64 (or integer, or sparse float64) X predicts in
+    float64, as scikit-learn's products of float64 X and float32 weights do: its
+    float64 output, to rounding, with the same weights; float64 X beyond float32's
+    range included. float32 X on a float64 model also predicts float64."""
+    import scipy.sparse as sp
+
+    X, y = make_data("multiclass")
+    est = MLPClassifier(**SMALL, backend=backend).fit(X.astype(np.float32), y)
+    sk = SkMLPClassifier(**SMALL).fit(X.astype(np.float32), y)
+    sk.coefs_ = [w.copy() for w in est.coefs_]
+    sk.intercepts_ = [b.copy() for b in est.intercepts_]
+    Xr, yr = make_data("regression")
+    reg = MLPRegressor(**SMALL, backend=backend).fit(Xr.astype(np.float32), yr)
+    sk_reg = SkMLPRegressor(**SMALL).fit(Xr.astype(np.float32), yr)
+    sk_reg.coefs_ = [w.copy() for w in reg.coefs_]
+    sk_reg.intercepts_ = [b.copy() for b in reg.intercepts_]
+    big = Xr.copy()
+    big[0, 0] = 1e39
+    for A, B, data in ((est, sk, X), (reg, sk_reg, Xr)) + ((reg, sk_reg, big),) * (fmt != "int"):
+        if fmt == "csr":
+            data = sp.csr_matrix(data)
+        elif fmt == "int":
+            data = np.round(4 * data).astype(np.int64)
+        got = A.predict_proba(data) if A is est else A.predict(data)
+        want = B.predict_proba(data) if A is est else B.predict(data)
+        assert got.dtype == want.dtype == np.float64
+        assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    # float32 X on float64 weights: float64, as scikit-learn's product
+    est64 = MLPClassifier(**SMALL, backend=backend).fit(X, y)
+    assert est64.predict_proba(X.astype(np.float32)).dtype == np.float64
+    assert_allclose(est64.predict_proba(X.astype(np.float32)),
+                    est64.predict_proba(X.astype(np.float32).astype(np.float64)), rtol=0)
+
+
+def test_predict_refuses_strings_as_scikit_learn():
+    """Numbers written as strings: fit takes them (scikit-learn's fit converts them
+    too), predict refuses them with scikit-learn's error."""
+    X, y = make_data("multiclass")
+    for cls in (MLPClassifier, SkMLPClassifier):
+        est = cls(**SMALL).fit(X, y)
+        with pytest.raises(ValueError, match="strings"):
+            est.predict(X.astype(str))
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_losses_are_numpy_floats_as_scikit_learn(solver):
+    """loss_, the items of loss_curve_ and best_loss_ have scikit-learn's types."""
+    X, y = make_data("multiclass")
+    ours = MLPClassifier(solver=solver, **SMALL).fit(X, y)
+    theirs = SkMLPClassifier(solver=solver, **SMALL).fit(X, y)
+    assert type(ours.loss_) is type(theirs.loss_) is np.float64
+    if solver != "lbfgs":
+        assert [type(v) for v in ours.loss_curve_] == [type(v) for v in theirs.loss_curve_]
+        assert type(ours.best_loss_) is type(theirs.best_loss_)
+        assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_sparse_multilabel_targets_as_scikit_learn(early_stopping):
+    """A multilabel y given as a sparse indicator matrix: fit, partial_fit, predict
+    and score as scikit-learn's MLPClassifier (the same losses; a sparse prediction)."""
+    import scipy.sparse as sp
+
+    X, Y = make_data("multilabel")
+    Ys = sp.csr_matrix(Y)
+    kw = dict(SMALL, early_stopping=early_stopping)
+    ours, theirs = MLPClassifier(**kw).fit(X, Ys), SkMLPClassifier(**kw).fit(X, Ys)
+    assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+    got, want = ours.predict(X), theirs.predict(X)
+    assert type(got) is type(want) and sp.issparse(got)
+    assert_array_equal(got.toarray(), want.toarray())
+    assert ours.score(X, Ys) == theirs.score(X, Ys)
+    if not early_stopping:
+        for est in (ours, theirs):
+            est.partial_fit(X, Ys)
+        assert_allclose(ours.loss_, theirs.loss_, rtol=1e-9)
+
+
 # ---------------------------------------------------------------------------
 # stopping rules
 

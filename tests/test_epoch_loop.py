@@ -294,7 +294,7 @@ def test_rule_in_double_whatever_the_types_of_tol_and_best_loss():
         base = MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0,
                             warm_start=True, n_iter_no_change=1, tol=1e-4).fit(Xr, yr)
         probe = copy.deepcopy(base).set_params(max_iter=1, n_iter_no_change=10**6)
-        first = probe.fit(Xr, yr).loss_curve_[-1]
+        first = float(probe.fit(Xr, yr).loss_curve_[-1])
     best = np.float32(first + 0.01)
     # a tol at which double and float32 (numpy 2's arithmetic with a float32 operand)
     # decide loss > best - tol differently: float32's spacing here is about 6e-8
