@@ -12,8 +12,9 @@ note. Benchmarks never assert: a missed target is a "no" in the table.
 Method: all contenders run side by side in one process on the same data with the same
 parameters; ``tol=0`` and ``n_iter_no_change`` larger than ``max_iter`` make every fit
 run exactly the same number of epochs. Each repeat runs every contender once, in turn
-(pybackprop, scikit-learn, numpy, torch, pybackprop, ...), and the table reports the
-median over repeats. Data generation, estimator construction and scoring are outside
+(pybackprop, scikit-learn, numpy, torch, pybackprop, ...), each after 0.25 s idle (so
+that no library's spinning threads from the run before share its cores), and the table
+reports the median over repeats. Data generation, estimator construction and scoring are outside
 the timed region; input validation inside ``fit`` / ``predict_proba`` is inside it.
 
 Figures:
@@ -272,13 +273,23 @@ def timed(fn, *args, **kwargs):
     return time.perf_counter() - t0, result
 
 
+# idle seconds before each run of ``alternate``: OpenBLAS's worker threads spin for
+# about 0.1 s after a threaded call (2^28 TSC cycles, its default THREAD_TIMEOUT), and
+# a run started inside that window shares the cores with them (a digits-sgd fit of
+# pybackprop right after a threaded np.dot: 1.40 against 0.79 ms an epoch). Every
+# contender starts from idle cores, whoever ran before it.
+QUIET_SECONDS = 0.25
+
+
 def alternate(runs, repeats):
-    """Call each ``runs[name]()`` once per repeat, in turn. Every run returns
-    ``(seconds, artifact)``; returns ``{name: [seconds...]}`` and the last artifacts."""
+    """Call each ``runs[name]()`` once per repeat, in turn, each after QUIET_SECONDS
+    idle. Every run returns ``(seconds, artifact)``; returns ``{name: [seconds...]}``
+    and the last artifacts."""
     times = {name: [] for name in runs}
     last = {}
     for _ in range(repeats):
         for name, run in runs.items():
+            time.sleep(QUIET_SECONDS)
             dt, last[name] = run()
             times[name].append(dt)
     return times, last
@@ -855,7 +866,9 @@ def raw_table(results):
 METHOD = """Method: every contender runs in this one process on the same data with the same
 parameters; `tol=0` and `n_iter_no_change > max_iter` make every fit run exactly the
 same epochs. Each repeat runs pybackprop, scikit-learn, the NumPy backend and torch in
-turn. Fit time includes `fit`'s own input validation, not data generation. GFLOP/s =
+turn, each after 0.25 s idle (OpenBLAS's threads spin for about 0.1 s after a threaded
+call; a run inside that window shares the cores with them). Fit time includes `fit`'s
+own input validation, not data generation. GFLOP/s =
 `epochs·n·(4·d·h1 + 6·Σ h_i·h_(i+1))` / pybackprop's time (sparse: d = nonzeros per row;
 predict: `2·n·Σ fan_in·fan_out`); % peak divides by the larger of `np.dot` and scipy
 `?gemm` GFLOP/s for the workload's dtype: for workloads judged against the peak, that
