@@ -119,10 +119,10 @@ cdef bint LAST_SPLIT_ROW_PRODUCTS = False
 
 
 def row_products(enable=None):
-    """Whether float32 fits cut by hidden units (and float32 predict) make their
-    products with the loops that read X's rows in place (csrc/_rowgemm.h) rather than
-    gathering the batch and calling BLAS; ``enable`` (True or False) sets it first.
-    They can be on only where the CPU runs AVX-512."""
+    """Whether float32 fits cut by hidden units (and the predicts of dense X) make
+    their products with the loops that read X's rows in place (csrc/_rowgemm.h) rather
+    than gathering the batch and calling BLAS; ``enable`` (True or False) sets it
+    first. They can be on only where the CPU runs AVX-512."""
     global ROW_PRODUCTS
     if enable is not None:
         ROW_PRODUCTS = bool(enable) and pb_rowgemm_available() != 0
@@ -453,12 +453,13 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
     ``out`` (pass the last block of ``acts`` to keep it there). When ``zs`` is not
     NULL, each layer's z (before its activation) is kept there, laid out as ``acts``.
     When ``masks`` is not NULL (training with dropout), hidden layers drop units.
-    With ``row_products`` (float32 only, where pb_rowgemm_available()), the dense
-    products are _rowgemm.h's, which call no BLAS and read X's rows in place, without
-    the gather's check of them (only predict asks, and scans its chunks itself)."""
+    With ``row_products`` (where pb_rowgemm_available()), the dense products are
+    _rowgemm.h's, which call no BLAS and read X's rows in place, without the gather's
+    check of them (only predict asks, and scans its chunks itself)."""
     cdef intp L = net.n_layers, d = net.units[0]
     cdef intp l, i, p, r, end, fan_in, fan_out
     cdef const floating* h_prev
+    cdef const intp* rows_at
     cdef const floating* W
     cdef const floating* b
     cdef floating* z
@@ -481,15 +482,22 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                 for p in range(net.indptr[r], end):
                     prefetch_ahead(W, net, p, end, fan_out, 0)
                     axpy(<int> fan_out, X[p], W + net.indices[p] * fan_out, z_row)
-        elif floating is float and row_products:
+        elif row_products:
             # Z = H_prev @ W, the first layer's rows read where they lie; unlike
             # gather_share this does not check them (tg.bad): the caller must
             if l > 0:
-                pb_xwf(acts + net.act_off[l - 1], fan_in, NULL, m, W, fan_out, z)
+                h_prev = acts + net.act_off[l - 1]
+                rows_at = NULL
             elif tg.rows == NULL:
-                pb_xwf(X + tg.start * d, d, NULL, m, W, fan_out, z)
+                h_prev = X + tg.start * d
+                rows_at = NULL
             else:
-                pb_xwf(X, d, tg.rows + tg.start, m, W, fan_out, z)
+                h_prev = X
+                rows_at = tg.rows + tg.start
+            if floating is float:
+                pb_xwf(h_prev, fan_in, rows_at, m, W, fan_out, z)
+            else:
+                pb_xw(h_prev, fan_in, rows_at, m, W, fan_out, z)
         else:
             if l == 0:
                 if tg.rows == NULL:
@@ -2207,15 +2215,16 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
     product then reads it from cache); returns False, with ``out`` unfinished, at the
     first chunk that holds one. Returns True otherwise.
 
-    For float32 and dense X with row_products() on, the products are _rowgemm.h's,
-    which call no BLAS, and each row's outputs are the same bits whatever the chunks
-    and the threads; with n_threads > 1, OpenMP threads then take the chunks in turn,
-    each with its own workspace: ``acts`` holds n_threads workspaces of equal length,
-    one after the other. Otherwise n_threads must be 1, and BLAS runs as it is set."""
+    For dense X with row_products() on, the products are _rowgemm.h's, which call no
+    BLAS (so OpenBLAS's threads, which spin for a while after each threaded call, stay
+    asleep), and each row's outputs are the same bits whatever the chunks and the
+    threads; with n_threads > 1, OpenMP threads then take the chunks in turn, each with
+    its own workspace: ``acts`` holds n_threads workspaces of equal length, one after
+    the other. Otherwise n_threads must be 1, and BLAS runs as it is set."""
     cdef Net net = make_net(units, coef_off, inter_off, act_off, hidden, output, 0,
                             0.0, indices, indptr)
     cdef intp L = units.shape[0] - 1, k = units[L], stride, need, i
-    cdef bint row_products = floating is float and ROW_PRODUCTS and not net.sparse
+    cdef bint row_products = ROW_PRODUCTS and not net.sparse
     cdef int stop = 0
     check_sizes(&net, params.shape[0], X.shape[0], n_rows)
     if out.shape[0] < n_rows * k:
@@ -2224,7 +2233,7 @@ def predict(const intp[::1] units, const intp[::1] coef_off, const intp[::1] int
         raise ValueError("n_threads and chunk must be at least 1")
     if n_threads > 1 and not row_products:
         raise ValueError("predict shares chunks among threads only with the row "
-                         "products (float32, dense X, row_products() on)")
+                         "products (dense X, row_products() on)")
     stride = acts.shape[0] // n_threads
     # every hidden layer's block of chunk rows inside one workspace
     need = 0

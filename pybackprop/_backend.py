@@ -312,7 +312,7 @@ def predict(net, X, params, backend, check_finite=False):
     # its product; the activations of a chunk bound it too
     x_bytes = max(1, int(lay.units[0]) * params.itemsize)
     chunk = max(1, min(net.chunk_rows(n), max(64, (8 << 20) // x_bytes)))
-    threads = predict_threads(n, int(lay.units[0]), params.dtype, sp.issparse(X))
+    threads = predict_threads(n, lay.units, params.dtype, sp.issparse(X))
     if threads > 1:
         # the threads' chunks: a chunk's rows of X and its activations within about
         # 1 MiB (one core's L2 here), where the products reuse them; 96 to 384 rows

@@ -130,19 +130,23 @@ def fit_split(rows, dropout):
     return blocks, max(1, min(blocks, _kernels.max_threads()))
 
 
-# fewest values of X (rows × features) a predict shares among threads
-PARALLEL_PREDICT_VALUES = 1 << 18
+# fewest flops of a predict (2 · rows · Σ fan_in · fan_out) that shares its chunks
+# among threads: about 0.1 ms on one core. The digits model's predict_proba took 742
+# against 429 µs for its 1797 rows on one thread and on two, 86 against 62-95 µs for
+# 180 rows (4e6 flops are 270 of its rows); fewer than 16 rows stay on one (fit_split)
+PARALLEL_PREDICT_FLOPS = 4e6
 
 
-def predict_threads(n_rows, n_features, dtype, sparse):
-    """OpenMP threads for a predict of n_rows rows: one, unless X is dense float32,
-    the products run without BLAS (the kernels' row_products()) and X holds
-    PARALLEL_PREDICT_VALUES values or more; then as many as a fit in this thread
-    would take (fit_split's rules: OpenMP's thread count, one thread in a forked child
-    or a thread other than the main one, where the products then run on one core
-    where BLAS would have taken its own threads)."""
-    if (sparse or dtype != np.float32 or not _kernels.row_products()
-            or n_rows * n_features < PARALLEL_PREDICT_VALUES):
+def predict_threads(n_rows, units, dtype, sparse):
+    """OpenMP threads for a predict of n_rows rows through layers ``units``: one,
+    unless X is dense, the products run without BLAS (the kernels' row_products())
+    and the predict makes PARALLEL_PREDICT_FLOPS or more; then as many as a fit in
+    this thread would take (fit_split's rules: OpenMP's thread count, one thread in a
+    forked child or a thread other than the main one, where the products then run on
+    one core where BLAS would have taken its own threads)."""
+    flops = 2.0 * n_rows * sum(int(a) * int(b) for a, b in zip(units[:-1], units[1:]))
+    if (sparse or dtype not in (np.float32, np.float64) or not _kernels.row_products()
+            or flops < PARALLEL_PREDICT_FLOPS):
         return 1
     return fit_split(n_rows, False)[1]
 

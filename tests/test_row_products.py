@@ -145,12 +145,12 @@ CASES = {
 }
 
 
-def fit(cls, y, kwargs, sample_weight=None):
+def fit(cls, y, kwargs, sample_weight=None, dtype=np.float32):
     est = cls(random_state=1, max_iter=4, tol=0, n_iter_no_change=10**6, batch_size=96,
               **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        est.fit(X, y, sample_weight=sample_weight)
+        est.fit(X.astype(dtype), y, sample_weight=sample_weight)
     return est
 
 
@@ -206,32 +206,52 @@ def test_row_products_switch(row_products):
 
 @pytest.fixture
 def small_parallel_predicts(monkeypatch):
-    """Every float32 predict shares its chunks among threads, however small."""
-    monkeypatch.setattr(_threads, "PARALLEL_PREDICT_VALUES", 0)
+    """Every dense predict shares its chunks among threads, however small."""
+    monkeypatch.setattr(_threads, "PARALLEL_PREDICT_FLOPS", 0)
 
 
-def test_predict_shared_among_threads(row_products, small_parallel_predicts):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_predict_shared_among_threads(dtype, row_products, small_parallel_predicts):
     """predict_proba on two threads, in chunks that fit a core's cache (the last one
     short): bitwise what one thread gives, and what BLAS and the NumPy backend give to
-    float32 rounding."""
+    rounding."""
     rs = np.random.RandomState(4)
-    Xp = rs.normal(size=(5003, 40)).astype(np.float32)
-    est = fit(MLPClassifier, y_multi, dict(hidden_layer_sizes=(70, 40)))
+    Xp = rs.normal(size=(5003, 40)).astype(dtype)
+    est = fit(MLPClassifier, y_multi, dict(hidden_layer_sizes=(70, 40)), dtype=dtype)
     assert row_products(True)
-    if _threads.predict_threads(len(Xp), Xp.shape[1], np.float32, False) < 2:
+    if _threads.predict_threads(len(Xp), est._layout.units, dtype, False) < 2:
         pytest.skip("one OpenMP thread: nothing to compare")
     many = est.predict_proba(Xp)
+    assert many.dtype == dtype
     with threadpool_limits(limits=1, user_api="openmp"):
-        assert _threads.predict_threads(len(Xp), Xp.shape[1], np.float32, False) == 1
+        assert _threads.predict_threads(len(Xp), est._layout.units, dtype, False) == 1
         one = est.predict_proba(Xp)
     assert_array_equal(many, one)
     # rows predicted alone or in other chunks: the same bits
     assert_array_equal(est.predict_proba(Xp[4990:]), many[4990:])
+    assert_array_equal(est.predict_proba(Xp[17:18]), many[17:18])
     assert not row_products(False)
     blas = est.predict_proba(Xp)
     ref = est.set_params(backend="numpy").predict_proba(Xp)
-    assert_allclose(many, blas, rtol=1e-5, atol=1e-6)
-    assert_allclose(many, ref, rtol=1e-5, atol=1e-6)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    assert_allclose(many, blas, **tol)
+    assert_allclose(many, ref, **tol)
+
+
+def test_predict_threads_rule(row_products, monkeypatch):
+    """Threads for a dense predict of PARALLEL_PREDICT_FLOPS or more, float32 or
+    float64, with the row products on; one otherwise."""
+    monkeypatch.setattr(_threads, "PARALLEL_PREDICT_FLOPS", 4e6)
+    units = np.array([64, 100, 10])          # 14800 flops a row: 270.3 rows make 4e6
+    many = min(2, _kernels.max_threads(), _threads.usable_cores())
+    assert row_products(True)
+    for dtype in (np.float32, np.float64):
+        assert _threads.predict_threads(271, units, dtype, False) == many
+        assert _threads.predict_threads(270, units, dtype, False) == 1
+        assert _threads.predict_threads(10**6, units, dtype, True) == 1      # sparse
+    assert _threads.predict_threads(10**6, units, np.float16, False) == 1
+    assert not row_products(False)
+    assert _threads.predict_threads(10**6, units, np.float64, False) == 1
 
 
 def test_predict_on_threads_stops_at_nan(row_products, small_parallel_predicts):
@@ -240,7 +260,7 @@ def test_predict_on_threads_stops_at_nan(row_products, small_parallel_predicts):
     Xp[3990, 7] = np.nan
     est = fit(MLPClassifier, y_multi, dict(hidden_layer_sizes=(70,)))
     assert row_products(True)
-    assert _threads.predict_threads(len(Xp), Xp.shape[1], np.float32, False) == \
+    assert _threads.predict_threads(len(Xp), est._layout.units, np.float32, False) == \
         min(2, _kernels.max_threads())
     with pytest.raises(ValueError, match="Input X contains NaN"):
         est.predict(Xp)
