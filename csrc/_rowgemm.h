@@ -122,6 +122,25 @@ PB_AVX512 static void pb_fwd_tile##SUF##_##NVV(const T* const* xr, const T* b,  
     }                                                                                  \
     PB_BLOCK_END(LOADZ, ADD, MSTORE)                                                   \
 }                                                                                      \
+/* the forward block of a single row (mr = 1: a one-row predict, a batch's last row of \
+ * 6 k + 1): the same FMA chain for each output as the block's row 0, without the     \
+ * five rows a block would make and drop */                                           \
+PB_AVX512 static void pb_fwd_row##SUF##_##NVV(const T* x0, const T* b, Py_ssize_t ldb,  \
+        Py_ssize_t kc, T* C, const M* mks, int first)                                  \
+{                                                                                      \
+    typedef T pb_t;                                                                    \
+    enum { NV = NVV, L_ = L };                                                         \
+    const M mk0 = mks[0], mk1 = mks[1], mk2 = mks[2], mk3 = mks[3];                   \
+    const int mr = 1;                                                                  \
+    const Py_ssize_t ldc = 0;                                                          \
+    PB_ROW_ZERO(V, ZERO, 0)                                                            \
+    for (Py_ssize_t f = 0; f < kc; f++) {                                              \
+        const T* b_row = b + f * ldb;                                                  \
+        PB_BLOCK_LOADS(V, ZERO, LOADZ)                                                 \
+        PB_ROW_FMA(V, SET1, FMA, 0, x0[f])                                             \
+    }                                                                                  \
+    PB_ROW_STORE(LOADZ, ADD, MSTORE, 0)                                                \
+}                                                                                      \
 PB_AVX512 static void pb_bwd_tile##SUF##_##NVV(const T* const* rp, const int* o,       \
         const T* b, Py_ssize_t ldb, Py_ssize_t kc, T* C, Py_ssize_t ldc, int mr,       \
         const M* mks, int first)                                                       \
@@ -182,7 +201,13 @@ static void pb_xw##SUF(const T* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ssiz
                 }                                                                      \
                 const T* b = W + k0 * n + j;                                           \
                 T* C = Z + i * n + j;                                                  \
-                if (nv == 4) pb_fwd_tile##SUF##_4(xr, b, n, kc, C, n, mr, mks, k0 == 0); \
+                if (mr == 1) {                                                         \
+                    if (nv == 4) pb_fwd_row##SUF##_4(xr[0], b, n, kc, C, mks, k0 == 0); \
+                    else if (nv == 3) pb_fwd_row##SUF##_3(xr[0], b, n, kc, C, mks, k0 == 0); \
+                    else if (nv == 2) pb_fwd_row##SUF##_2(xr[0], b, n, kc, C, mks, k0 == 0); \
+                    else pb_fwd_row##SUF##_1(xr[0], b, n, kc, C, mks, k0 == 0);        \
+                }                                                                      \
+                else if (nv == 4) pb_fwd_tile##SUF##_4(xr, b, n, kc, C, n, mr, mks, k0 == 0); \
                 else if (nv == 3) pb_fwd_tile##SUF##_3(xr, b, n, kc, C, n, mr, mks, k0 == 0); \
                 else if (nv == 2) pb_fwd_tile##SUF##_2(xr, b, n, kc, C, n, mr, mks, k0 == 0); \
                 else pb_fwd_tile##SUF##_1(xr, b, n, kc, C, n, mr, mks, k0 == 0);       \

@@ -144,8 +144,10 @@ def predict_threads(n_rows, units, dtype, sparse):
     this thread would take (fit_split's rules: OpenMP's thread count, one thread in a
     forked child or a thread other than the main one, where the products then run on
     one core where BLAS would have taken its own threads)."""
+    if n_rows < 2 * MIN_ROWS_PER_BLOCK or sparse:
+        return 1     # one block (fit_split), and no Python arithmetic in a small predict
     flops = 2.0 * n_rows * sum(int(a) * int(b) for a, b in zip(units[:-1], units[1:]))
-    if (sparse or dtype not in (np.float32, np.float64) or not _kernels.row_products()
+    if (dtype not in (np.float32, np.float64) or not _kernels.row_products()
             or flops < PARALLEL_PREDICT_FLOPS):
         return 1
     return fit_split(n_rows, False)[1]

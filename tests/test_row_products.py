@@ -101,6 +101,12 @@ def test_an_output_has_the_same_bits_wherever_it_sits(dtype):
         more = np.r_[rng.randint(0, 400, size=lead), rows].astype(np.intp)
         Zr, _ = products(X, more, W, rng.standard_normal((m + lead, n)).astype(dtype))
         assert_array_equal(Zr[lead:], Z)
+    # a row alone (the forward's one-row block) or last in a batch of 6 k + 1 rows
+    for i in (0, 1, 77, m - 1):
+        Z1, _ = products(X, rows[i:i + 1], W, dZ[i:i + 1])
+        assert_array_equal(Z1, Z[i:i + 1])
+    Z7, _ = products(X, rows[:7], W, dZ[:7])
+    assert_array_equal(Z7, Z[:7])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
