@@ -689,9 +689,12 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
+                p_val = None
                 if early_stopping:
-                    self.validation_loss_curve_.append(self._validation_loss(X_val, Y_val, sw_val))
-                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
+                    # one forward pass over the held-out rows for the loss and the score
+                    p_val = self._forward_pass_fast(X_val, check_input=False)
+                    self.validation_loss_curve_.append(self._validation_loss(p_val, Y_val, sw_val))
+                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val, p_val)
                 optimizer.iteration_ends(self.t_)
                 if (self.callbacks is not None
                         and _call_callbacks(self.callbacks, self, self._epoch_info())):
@@ -799,14 +802,16 @@ class BaseMultilayerPerceptron(BaseEstimator):
             "intercepts": intercepts,
         }
 
-    def _validation_loss(self, X_val, Y_val, sw_val):
-        """Weighted mean loss of the held-out rows (no L2 term)."""
-        p = self._forward_pass_fast(X_val, check_input=False)
+    def _validation_loss(self, p, Y_val, sw_val):
+        """Weighted mean loss of the held-out rows (no L2 term), from the network's
+        outputs p for them."""
         losses = _reference.sample_losses(p, Y_val.astype(p.dtype), self._net().loss)
         return float(np.average(losses, weights=sw_val))
 
-    def _validation_score(self, X_val, y_val, sw_val):
+    def _validation_score(self, X_val, y_val, sw_val, p_val=None):
         if self.scoring is None:
+            if p_val is not None:
+                return self._score_outputs(p_val, y_val, sw_val)
             return self._score(X_val, y_val, sample_weight=sw_val)
         scorer = check_scoring(self, scoring=self.scoring)
         with warnings.catch_warnings():
@@ -816,9 +821,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 return scorer(self, X_val, y_val)
             return scorer(self, X_val, y_val, sample_weight=sw_val)
 
-    def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val):
+    def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val,
+                                     p_val=None):
         if early_stopping:
-            score = self._validation_score(X_val, y_val, sw_val)
+            score = self._validation_score(X_val, y_val, sw_val, p_val)
             self.validation_scores_.append(score)
             if self.verbose:
                 print("Validation score: %f" % self.validation_scores_[-1])
@@ -985,6 +991,15 @@ class BaseMultilayerPerceptron(BaseEstimator):
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             return np.nan
         return score_function(y, y_pred, sample_weight=sample_weight)
+
+    def _score_outputs(self, p, y, sample_weight):
+        """``_score(X, y, sample_weight)`` from the network's outputs p for the rows of
+        X (early stopping's held-out rows, whose outputs the validation loss needs
+        too)."""
+        y_pred = self._predictions(p)
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        return self._score_predictions(y, y_pred, sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1284,13 +1299,25 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
-        y_pred = self._forward_pass_fast(X, check_input=check_input)
-        if self.n_outputs_ == 1:
-            y_pred = y_pred.ravel()
-        return _labels(self._label_binarizer, y_pred)
+        return self._predictions(self._forward_pass_fast(X, check_input=check_input))
+
+    def _predictions(self, p):
+        """The labels of the network's outputs p."""
+        return _labels(self._label_binarizer, p.ravel() if self.n_outputs_ == 1 else p)
 
     def _score(self, X, y, sample_weight=None):
-        return self._score_with_function(X, y, sample_weight, accuracy_score)
+        return self._score_with_function(X, y, sample_weight, self._score_predictions)
+
+    @staticmethod
+    def _score_predictions(y, y_pred, sample_weight=None):
+        """accuracy_score(y, y_pred, sample_weight=sample_weight). For 1-D labels (not
+        multilabel) it is worked here, as accuracy_score works it (the weighted mean
+        of y == y_pred): accuracy_score's checks of its arguments took about 0.4 ms of
+        each epoch of early stopping on the digits data, half of the epoch."""
+        if (isinstance(y, np.ndarray) and isinstance(y_pred, np.ndarray) and y.ndim == 1
+                and y.shape == y_pred.shape and y.dtype == y_pred.dtype):
+            return float(np.average(y == y_pred, weights=sample_weight))
+        return accuracy_score(y, y_pred, sample_weight=sample_weight)
 
     @available_if(lambda est: est._check_solver())
     @_fit_context(prefer_skip_nested_validation=True)
@@ -1449,13 +1476,18 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
-        y_pred = self._forward_pass_fast(X, check_input=check_input)
-        if y_pred.shape[1] == 1:
-            return y_pred.ravel()
-        return y_pred
+        return self._predictions(self._forward_pass_fast(X, check_input=check_input))
+
+    @staticmethod
+    def _predictions(p):
+        return p.ravel() if p.shape[1] == 1 else p
 
     def _score(self, X, y, sample_weight=None):
         return self._score_with_function(X, y, sample_weight, r2_score)
+
+    @staticmethod
+    def _score_predictions(y, y_pred, sample_weight=None):
+        return r2_score(y, y_pred, sample_weight=sample_weight)
 
     def _validate_input(self, X, y, incremental, reset, ensure_all_finite=True):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,

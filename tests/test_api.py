@@ -735,3 +735,24 @@ def test_initial_weights_drawn_in_chunks_are_scikit_learns_draws(dtype):
     assert ours[0].dtype == dtype and ours[1].dtype == dtype
     assert_array_equal(ours[0], coef.astype(dtype))
     assert_array_equal(ours[1], intercept.astype(dtype))
+
+
+@pytest.mark.parametrize("labels", [np.array([3, 1, 7]), np.array(["a", "b", "c"]),
+                                    np.array([0.0, -1.0, 2.0])])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_validation_accuracy_is_accuracy_score(labels, weighted):
+    """Early stopping's score, worked from the labels: accuracy_score's value and type;
+    multilabel and other shapes go to accuracy_score itself."""
+    from sklearn.metrics import accuracy_score
+
+    rs = np.random.RandomState(0)
+    y, y_pred = labels[rs.randint(0, 3, 50)], labels[rs.randint(0, 3, 50)]
+    sw = rs.uniform(0, 2, 50) if weighted else None
+    got = MLPClassifier._score_predictions(y, y_pred, sw)
+    want = accuracy_score(y, y_pred, sample_weight=sw)
+    assert type(got) is type(want) and got == want
+    Y, Y_pred = rs.randint(0, 2, (50, 3)), rs.randint(0, 2, (50, 3))
+    assert MLPClassifier._score_predictions(Y, Y_pred, sw) == accuracy_score(
+        Y, Y_pred, sample_weight=sw)
+    with pytest.raises(ValueError):
+        MLPClassifier._score_predictions(y[:10], y_pred, sw)
