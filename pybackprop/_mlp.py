@@ -1487,7 +1487,40 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
     @staticmethod
     def _score_predictions(y, y_pred, sample_weight=None):
-        return r2_score(y, y_pred, sample_weight=sample_weight)
+        """r2_score(y, y_pred, sample_weight=sample_weight). For finite float32 /
+        float64 arrays of one shape and two rows or more it is worked here with
+        r2_score's own NumPy operations, in its order and dtype (the same value, bit
+        for bit): its argument checks took about 0.24 ms a call, every epoch of early
+        stopping."""
+        floats = (np.float32, np.float64)
+        if not (isinstance(y, np.ndarray) and isinstance(y_pred, np.ndarray)
+                and y.shape == y_pred.shape and y.ndim in (1, 2) and len(y) >= 2
+                and y.dtype in floats and y_pred.dtype in floats
+                and (sample_weight is None
+                     or (isinstance(sample_weight, np.ndarray)
+                         and sample_weight.shape == (len(y),)
+                         and sample_weight.dtype in floats))
+                and np.isfinite(y).all() and np.isfinite(y_pred).all()):
+            return r2_score(y, y_pred, sample_weight=sample_weight)
+        extra = () if sample_weight is None else (sample_weight,)
+        dtype = np.result_type(y, y_pred, *extra)
+        y_true = y.astype(dtype, copy=False).reshape(len(y), -1)
+        y_pred = y_pred.astype(dtype, copy=False).reshape(len(y), -1)
+        weight = 1.0
+        if sample_weight is not None:
+            sample_weight = sample_weight.astype(dtype, copy=False)
+            weight = sample_weight[:, None]
+        numerator = np.sum(weight * (y_true - y_pred) ** 2, axis=0)
+        denominator = np.sum(
+            weight * (y_true - np.average(y_true, axis=0, weights=sample_weight)) ** 2,
+            axis=0)
+        # r2_score's force_finite: 1 for perfect predictions, 0 against a constant y
+        nonzero_numerator, nonzero_denominator = numerator != 0, denominator != 0
+        scores = np.ones(y_true.shape[1], dtype=numerator.dtype)
+        valid = nonzero_denominator & nonzero_numerator
+        scores[valid] = 1 - (numerator[valid] / denominator[valid])
+        scores[nonzero_numerator & ~nonzero_denominator] = 0.0
+        return float(np.average(scores))
 
     def _validate_input(self, X, y, incremental, reset, ensure_all_finite=True):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,

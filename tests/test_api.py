@@ -756,3 +756,37 @@ def test_validation_accuracy_is_accuracy_score(labels, weighted):
         Y, Y_pred, sample_weight=sw)
     with pytest.raises(ValueError):
         MLPClassifier._score_predictions(y[:10], y_pred, sw)
+
+
+@pytest.mark.parametrize("shape", [(50,), (50, 1), (50, 3)])
+@pytest.mark.parametrize("dtypes", [(np.float64, np.float64, np.float64),
+                                    (np.float32, np.float32, None),
+                                    (np.float32, np.float32, np.float64),
+                                    (np.float64, np.float32, np.float32)])
+def test_validation_r2_is_r2_score(shape, dtypes):
+    """The regressor's early-stopping score, worked from the predictions: r2_score's
+    value bit for bit (weighted or not, float32 or float64, a constant column, a
+    perfect one), and r2_score itself for anything else."""
+    from sklearn.metrics import r2_score
+
+    rs = np.random.RandomState(1)
+    ty, tp, tw = dtypes
+    y = rs.normal(size=shape).astype(ty)
+    y_pred = (y + rs.normal(scale=0.5, size=shape)).astype(tp)
+    sw = None if tw is None else rs.uniform(0.1, 2, shape[0]).astype(tw)
+    cases = [(y, y_pred)]
+    if len(shape) == 2 and shape[1] == 3:
+        constant, perfect = y.copy(), y_pred.copy()
+        constant[:, 0] = 2.5                  # a constant column: scored 0 (or 1 if exact)
+        perfect[:, 1] = y[:, 1]               # a perfect column: scored 1
+        cases += [(constant, y_pred), (y, perfect), (constant, constant.astype(tp))]
+    for a, b in cases:
+        got = MLPRegressor._score_predictions(a, b, sw)
+        want = r2_score(a, b, sample_weight=sw)
+        assert type(got) is type(want) is float and got == want
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = MLPRegressor._score_predictions(y[:1], y_pred[:1])   # r2_score's nan
+    assert np.isnan(one)
+    with pytest.raises(ValueError):
+        MLPRegressor._score_predictions(y[:10], y_pred, sw)
