@@ -131,10 +131,13 @@ def fit_split(rows, dropout):
 
 
 # fewest flops of a predict (2 · rows · Σ fan_in · fan_out) that shares its chunks
-# among threads: about 0.1 ms on one core. The digits model's predict_proba took 742
-# against 429 µs for its 1797 rows on one thread and on two, 86 against 62-95 µs for
-# 180 rows (4e6 flops are 270 of its rows); fewer than 16 rows stay on one (fit_split)
-PARALLEL_PREDICT_FLOPS = 4e6
+# among threads: about 30 µs on one core. The digits model's predict_proba took 742
+# against 429 µs for its 1797 rows on one thread and on two; 180 rows (2.7e6 flops),
+# called back to back, 104 against 65 µs, and early stopping's epochs, which predict
+# them, 1.10 against 0.90 ms; but 330 against 364 µs after 10 ms idle, when the
+# other thread must first wake. 1e6 flops are 68 of its rows; fewer than 16 rows stay
+# on one thread anyway (fit_split)
+PARALLEL_PREDICT_FLOPS = 1e6
 
 
 def predict_threads(n_rows, units, dtype, sparse):
