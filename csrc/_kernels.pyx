@@ -482,34 +482,22 @@ cdef void forward(const Net* net, const floating* X, const Targets* tg, intp m,
                 for p in range(net.indptr[r], end):
                     prefetch_ahead(W, net, p, end, fan_out, 0)
                     axpy(<int> fan_out, X[p], W + net.indices[p] * fan_out, z_row)
-        elif row_products:
-            # Z = H_prev @ W, the first layer's rows read where they lie; unlike
-            # gather_share this does not check them (tg.bad): the caller must
+        else:
+            # Z = H_prev @ W; with the row products a shuffled batch's rows are read
+            # where they lie, without gather_share's check of them (tg.bad): the
+            # caller must check them
+            rows_at = NULL
             if l > 0:
                 h_prev = acts + net.act_off[l - 1]
-                rows_at = NULL
             elif tg.rows == NULL:
                 h_prev = X + tg.start * d
-                rows_at = NULL
-            else:
+            elif row_products:
                 h_prev = X
                 rows_at = tg.rows + tg.start
-            if floating is float:
-                pb_xwf(h_prev, fan_in, rows_at, m, W, fan_out, z)
             else:
-                pb_xw(h_prev, fan_in, rows_at, m, W, fan_out, z)
-        else:
-            if l == 0:
-                if tg.rows == NULL:
-                    h_prev = X + tg.start * d
-                else:
-                    gather_share(X, tg.rows, tg.start, m, d, xbuf, 0, 1, tg.bad)
-                    h_prev = xbuf
-            else:
-                h_prev = acts + net.act_off[l - 1]
-            # Z = H_prev @ W
-            gemm(False, False, <int> m, <int> fan_out, <int> fan_in, <floating> 1.0,
-                 h_prev, <int> fan_in, W, <int> fan_out, <floating> 0.0, z, <int> fan_out)
+                gather_share(X, tg.rows, tg.start, m, d, xbuf, 0, 1, tg.bad)
+                h_prev = xbuf
+            rows_times(row_products, h_prev, rows_at, h_prev, m, fan_in, W, fan_out, z)
         # the bias, added in the activation's pass (z kept first when asked)
         bias_activate(net.hidden[l] if l < L - 1 else net.output, z, b, m, fan_out,
                       zs + net.act_off[l] if zs != NULL else NULL)
@@ -1669,13 +1657,15 @@ cdef inline void rows_times(bint direct, const floating* x_base, const intp* row
                             const floating* x_rows, intp m, intp d, const floating* W,
                             intp n, floating* Z) noexcept nogil:
     """Z (m x n) = X_b W, W (d x n), X_b a batch's m rows of d values: with ``direct``
-    (float32 only, ROW_PRODUCTS), _rowgemm.h's product reads them where they lie,
-    x_base + rows_at[i] d (x_base + i d without rows_at); otherwise BLAS reads them
-    from x_rows, gathered or contiguous."""
-    if floating is float:
-        if direct:
+    (ROW_PRODUCTS), _rowgemm.h's product reads them where they lie, x_base +
+    rows_at[i] d (x_base + i d without rows_at); otherwise BLAS reads them from
+    x_rows, gathered or contiguous."""
+    if direct:
+        if floating is float:
             pb_xwf(x_base, d, rows_at, m, W, n, Z)
-            return
+        else:
+            pb_xw(x_base, d, rows_at, m, W, n, Z)
+        return
     gemm(False, False, <int> m, <int> n, <int> d, <floating> 1.0, x_rows, <int> d, W,
          <int> n, <floating> 0.0, Z, <int> n)
 
