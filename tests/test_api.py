@@ -134,6 +134,41 @@ def test_indicator_matches_label_binarizer(fit_on, y):
 
 
 @pytest.mark.parametrize(
+    "y",
+    [
+        np.array([3, 1, 2, 7, 1]),
+        np.array([7, 7, 7]),                              # one class
+        np.array([5, -2, 5], dtype=np.int8),
+        np.array([0, 1, 1, 0], dtype=np.uint8),
+        np.array([2**40, 3, 2**40], dtype=np.int64),
+        np.array([2**63 + 5, 1], dtype=np.uint64),
+        np.array([4, 2, 4], dtype=np.int32),
+        np.array([1, 0, 9], dtype=">i8"),                  # not native: fit's own way
+        np.array([0.0, 1.0, 2.0]),                         # floats: fit's own way
+        np.array([True, False, True]),
+        np.array(["b", "a"]),
+        np.array([[1, 0], [0, 1], [1, 1]]),                # multilabel
+    ],
+)
+def test_fitted_label_binarizer_matches_fit(y):
+    """The classifier's label binarizer is LabelBinarizer().fit(y)'s: the same
+    attributes, classes of the same values and dtype, the same transform."""
+    from sklearn.preprocessing import LabelBinarizer
+
+    from pybackprop._mlp import _fitted_label_binarizer
+
+    expected = LabelBinarizer().fit(y)
+    got = _fitted_label_binarizer(y)
+    assert type(got) is LabelBinarizer
+    assert sorted(vars(got)) == sorted(vars(expected))
+    assert got.y_type_ == expected.y_type_
+    assert got.sparse_input_ == expected.sparse_input_
+    assert got.classes_.dtype == expected.classes_.dtype
+    assert_array_equal(got.classes_, expected.classes_)
+    assert_array_equal(got.transform(y), expected.transform(y))
+
+
+@pytest.mark.parametrize(
     "fit_on, scores",
     [
         # multiclass: the greatest score, the first of equal ones
