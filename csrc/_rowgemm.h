@@ -75,34 +75,46 @@ static int pb_rowgemm_available(void)
       if (NV >= 4) c##r##_3 = FMA(a, b3, c##r##_3); }
 #define PB_ROW_ZERO(V, ZERO, r)                                                        \
     V c##r##_0 = ZERO(), c##r##_1 = ZERO(), c##r##_2 = ZERO(), c##r##_3 = ZERO();
-/* row r of the block into C: stored (first chunk) or added to what is there */
-#define PB_ROW_STORE(LOADZ, ADD, MSTORE, r)                                            \
+/* Vector v of a tile's row: only the tile's last vector (v = NV - 1) can be partial
+ * (pb_tile_masks), so the others load and store unmasked. (GCC kept the four masks
+ * on the stack and moved them back into mask registers at every step of the sum.) */
+#define PB_LD(LOADU, LOADZ, v, mk, p) (NV > (v) + 1 ? LOADU(p) : LOADZ(mk, p))
+#define PB_ST(STOREU, MSTORE, v, mk, p, x)                                             \
+    { if (NV > (v) + 1) STOREU(p, x); else MSTORE(p, mk, x); }
+/* vector v of row r of the block into C: stored (first chunk) or added to what is
+ * there */
+#define PB_ROW_STORE_V(LOADU, LOADZ, ADD, STOREU, MSTORE, r, v)                         \
+    if (NV > (v)) PB_ST(STOREU, MSTORE, v, mk##v, out + (v) * L_,                      \
+                        first ? c##r##_##v                                             \
+                        : ADD(PB_LD(LOADU, LOADZ, v, mk##v, out + (v) * L_), c##r##_##v))
+#define PB_ROW_STORE(LOADU, LOADZ, ADD, STOREU, MSTORE, r)                             \
     if (r < mr) {                                                                      \
         pb_t* out = C + r * ldc;                                                       \
-        if (NV >= 1) MSTORE(out, mk0, first ? c##r##_0 : ADD(LOADZ(mk0, out), c##r##_0)); \
-        if (NV >= 2) MSTORE(out + L_, mk1,                                             \
-                            first ? c##r##_1 : ADD(LOADZ(mk1, out + L_), c##r##_1));   \
-        if (NV >= 3) MSTORE(out + 2 * L_, mk2,                                         \
-                            first ? c##r##_2 : ADD(LOADZ(mk2, out + 2 * L_), c##r##_2)); \
-        if (NV >= 4) MSTORE(out + 3 * L_, mk3,                                         \
-                            first ? c##r##_3 : ADD(LOADZ(mk3, out + 3 * L_), c##r##_3)); \
+        PB_ROW_STORE_V(LOADU, LOADZ, ADD, STOREU, MSTORE, r, 0)                         \
+        PB_ROW_STORE_V(LOADU, LOADZ, ADD, STOREU, MSTORE, r, 1)                         \
+        PB_ROW_STORE_V(LOADU, LOADZ, ADD, STOREU, MSTORE, r, 2)                         \
+        PB_ROW_STORE_V(LOADU, LOADZ, ADD, STOREU, MSTORE, r, 3)                         \
     }
 #define PB_BLOCK_BEGIN(V, ZERO)                                                        \
     const pb_m mk0 = mks[0], mk1 = mks[1], mk2 = mks[2], mk3 = mks[3];                \
     PB_ROW_ZERO(V, ZERO, 0) PB_ROW_ZERO(V, ZERO, 1) PB_ROW_ZERO(V, ZERO, 2)            \
     PB_ROW_ZERO(V, ZERO, 3) PB_ROW_ZERO(V, ZERO, 4) PB_ROW_ZERO(V, ZERO, 5)
-#define PB_BLOCK_LOADS(V, ZERO, LOADZ)                                                 \
+#define PB_BLOCK_LOADS(V, ZERO, LOADU, LOADZ)                                          \
     V b0 = ZERO(), b1 = ZERO(), b2 = ZERO(), b3 = ZERO();                              \
-    if (NV >= 1) b0 = LOADZ(mk0, b_row);                                               \
-    if (NV >= 2) b1 = LOADZ(mk1, b_row + L_);                                          \
-    if (NV >= 3) b2 = LOADZ(mk2, b_row + 2 * L_);                                      \
-    if (NV >= 4) b3 = LOADZ(mk3, b_row + 3 * L_);
-#define PB_BLOCK_END(LOADZ, ADD, MSTORE)                                               \
-    PB_ROW_STORE(LOADZ, ADD, MSTORE, 0) PB_ROW_STORE(LOADZ, ADD, MSTORE, 1)            \
-    PB_ROW_STORE(LOADZ, ADD, MSTORE, 2) PB_ROW_STORE(LOADZ, ADD, MSTORE, 3)            \
-    PB_ROW_STORE(LOADZ, ADD, MSTORE, 4) PB_ROW_STORE(LOADZ, ADD, MSTORE, 5)
+    if (NV >= 1) b0 = PB_LD(LOADU, LOADZ, 0, mk0, b_row);                              \
+    if (NV >= 2) b1 = PB_LD(LOADU, LOADZ, 1, mk1, b_row + L_);                         \
+    if (NV >= 3) b2 = PB_LD(LOADU, LOADZ, 2, mk2, b_row + 2 * L_);                     \
+    if (NV >= 4) b3 = PB_LD(LOADU, LOADZ, 3, mk3, b_row + 3 * L_);
+#define PB_BLOCK_END(LOADU, LOADZ, ADD, STOREU, MSTORE)                                \
+    PB_ROW_STORE(LOADU, LOADZ, ADD, STOREU, MSTORE, 0)                                 \
+    PB_ROW_STORE(LOADU, LOADZ, ADD, STOREU, MSTORE, 1)                                 \
+    PB_ROW_STORE(LOADU, LOADZ, ADD, STOREU, MSTORE, 2)                                 \
+    PB_ROW_STORE(LOADU, LOADZ, ADD, STOREU, MSTORE, 3)                                 \
+    PB_ROW_STORE(LOADU, LOADZ, ADD, STOREU, MSTORE, 4)                                 \
+    PB_ROW_STORE(LOADU, LOADZ, ADD, STOREU, MSTORE, 5)
 
-#define PB_DEFINE_ROWGEMM(T, V, M, L, SUF, ZERO, LOADZ, SET1, FMA, ADD, MSTORE, NVV)    \
+#define PB_DEFINE_ROWGEMM(T, V, M, L, SUF, ZERO, LOADZ, LOADU, SET1, FMA, ADD, MSTORE,  \
+                          STOREU, NVV)    \
 PB_AVX512 static void pb_fwd_tile##SUF##_##NVV(const T* const* xr, const T* b,         \
         Py_ssize_t ldb, Py_ssize_t kc, T* C, Py_ssize_t ldc, int mr, const M* mks,     \
         int first)                                                                     \
@@ -115,12 +127,12 @@ PB_AVX512 static void pb_fwd_tile##SUF##_##NVV(const T* const* xr, const T* b,  
     const T* x3 = xr[3]; const T* x4 = xr[4]; const T* x5 = xr[5];                    \
     for (Py_ssize_t f = 0; f < kc; f++) {                                              \
         const T* b_row = b + f * ldb;                                                  \
-        PB_BLOCK_LOADS(V, ZERO, LOADZ)                                                 \
+        PB_BLOCK_LOADS(V, ZERO, LOADU, LOADZ)                                          \
         PB_ROW_FMA(V, SET1, FMA, 0, x0[f]) PB_ROW_FMA(V, SET1, FMA, 1, x1[f])          \
         PB_ROW_FMA(V, SET1, FMA, 2, x2[f]) PB_ROW_FMA(V, SET1, FMA, 3, x3[f])          \
         PB_ROW_FMA(V, SET1, FMA, 4, x4[f]) PB_ROW_FMA(V, SET1, FMA, 5, x5[f])          \
     }                                                                                  \
-    PB_BLOCK_END(LOADZ, ADD, MSTORE)                                                   \
+    PB_BLOCK_END(LOADU, LOADZ, ADD, STOREU, MSTORE)                                    \
 }                                                                                      \
 /* the forward block of a single row (mr = 1: a one-row predict, a batch's last row of \
  * 6 k + 1): the same FMA chain for each output as the block's row 0, without the     \
@@ -136,10 +148,10 @@ PB_AVX512 static void pb_fwd_row##SUF##_##NVV(const T* x0, const T* b, Py_ssize_
     PB_ROW_ZERO(V, ZERO, 0)                                                            \
     for (Py_ssize_t f = 0; f < kc; f++) {                                              \
         const T* b_row = b + f * ldb;                                                  \
-        PB_BLOCK_LOADS(V, ZERO, LOADZ)                                                 \
+        PB_BLOCK_LOADS(V, ZERO, LOADU, LOADZ)                                          \
         PB_ROW_FMA(V, SET1, FMA, 0, x0[f])                                             \
     }                                                                                  \
-    PB_ROW_STORE(LOADZ, ADD, MSTORE, 0)                                                \
+    PB_ROW_STORE(LOADU, LOADZ, ADD, STOREU, MSTORE, 0)                                 \
 }                                                                                      \
 PB_AVX512 static void pb_bwd_tile##SUF##_##NVV(const T* const* rp, const int* o,       \
         const T* b, Py_ssize_t ldb, Py_ssize_t kc, T* C, Py_ssize_t ldc, int mr,       \
@@ -153,19 +165,20 @@ PB_AVX512 static void pb_bwd_tile##SUF##_##NVV(const T* const* rp, const int* o,
     for (Py_ssize_t i = 0; i < kc; i++) {                                              \
         const T* b_row = b + i * ldb;                                                  \
         const T* x = rp[i];                                                            \
-        PB_BLOCK_LOADS(V, ZERO, LOADZ)                                                 \
+        PB_BLOCK_LOADS(V, ZERO, LOADU, LOADZ)                                          \
         PB_ROW_FMA(V, SET1, FMA, 0, x[o0]) PB_ROW_FMA(V, SET1, FMA, 1, x[o1])          \
         PB_ROW_FMA(V, SET1, FMA, 2, x[o2]) PB_ROW_FMA(V, SET1, FMA, 3, x[o3])          \
         PB_ROW_FMA(V, SET1, FMA, 4, x[o4]) PB_ROW_FMA(V, SET1, FMA, 5, x[o5])          \
     }                                                                                  \
-    PB_BLOCK_END(LOADZ, ADD, MSTORE)                                                   \
+    PB_BLOCK_END(LOADU, LOADZ, ADD, STOREU, MSTORE)                                    \
 }
 
-#define PB_DEFINE_ROWGEMM_ALL(T, V, M, L, SUF, ZERO, LOADZ, SET1, FMA, ADD, MSTORE)     \
-PB_DEFINE_ROWGEMM(T, V, M, L, SUF, ZERO, LOADZ, SET1, FMA, ADD, MSTORE, 1)              \
-PB_DEFINE_ROWGEMM(T, V, M, L, SUF, ZERO, LOADZ, SET1, FMA, ADD, MSTORE, 2)              \
-PB_DEFINE_ROWGEMM(T, V, M, L, SUF, ZERO, LOADZ, SET1, FMA, ADD, MSTORE, 3)              \
-PB_DEFINE_ROWGEMM(T, V, M, L, SUF, ZERO, LOADZ, SET1, FMA, ADD, MSTORE, 4)              \
+#define PB_DEFINE_ROWGEMM_ALL(T, V, M, L, SUF, ZERO, LOADZ, LOADU, SET1, FMA, ADD, MSTORE, \
+                              STOREU)     \
+PB_DEFINE_ROWGEMM(T, V, M, L, SUF, ZERO, LOADZ, LOADU, SET1, FMA, ADD, MSTORE, STOREU, 1) \
+PB_DEFINE_ROWGEMM(T, V, M, L, SUF, ZERO, LOADZ, LOADU, SET1, FMA, ADD, MSTORE, STOREU, 2) \
+PB_DEFINE_ROWGEMM(T, V, M, L, SUF, ZERO, LOADZ, LOADU, SET1, FMA, ADD, MSTORE, STOREU, 3) \
+PB_DEFINE_ROWGEMM(T, V, M, L, SUF, ZERO, LOADZ, LOADU, SET1, FMA, ADD, MSTORE, STOREU, 4) \
 /* the masks of the column tile [j, j + w), w <= 4 L, and its vector count */          \
 static inline int pb_tile_masks##SUF(Py_ssize_t w, M* mks)                             \
 {                                                                                      \
@@ -253,9 +266,11 @@ static void pb_xtdz##SUF(const T* X, Py_ssize_t d, const Py_ssize_t* rows,      
 #define PB_MSTORE_PD(p, mk, v) _mm512_mask_storeu_pd((p), (mk), (v))
 
 PB_DEFINE_ROWGEMM_ALL(float, __m512, __mmask16, 16, f, _mm512_setzero_ps, PB_LOADZ_PS,
-                      _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, PB_MSTORE_PS)
+                      _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps,
+                      PB_MSTORE_PS, _mm512_storeu_ps)
 PB_DEFINE_ROWGEMM_ALL(double, __m512d, __mmask8, 8, , _mm512_setzero_pd, PB_LOADZ_PD,
-                      _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd, PB_MSTORE_PD)
+                      _mm512_loadu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd,
+                      PB_MSTORE_PD, _mm512_storeu_pd)
 
 #else  /* no AVX-512 path on this compiler or CPU family: never called */
 
