@@ -45,6 +45,8 @@ ctypedef Py_ssize_t intp
 from cython.parallel cimport parallel
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
+import numpy as np
+
 cdef extern from "Python.h":
     int PyErr_CheckSignals() nogil
     void* PyErr_Occurred()
@@ -106,6 +108,13 @@ cdef extern from "_rowgemm.h" nogil:
                const double* W, Py_ssize_t n, double* Z)
     void pb_xtdz(const double* X, Py_ssize_t d, const Py_ssize_t* rows, Py_ssize_t m,
                  const double* dZ, Py_ssize_t n, double* G, const double** rp)
+    int PB_NARROW_K, PB_NARROW_IDENTITY, PB_NARROW_TANH, PB_NARROW_LOGISTIC, PB_NARROW_RELU
+    void pb_narrow_backf(const float* h, const float* dz, const float* W2t, Py_ssize_t m,
+                         Py_ssize_t Hj, Py_ssize_t k, int act, float* D, float* G2t,
+                         float* db)
+    void pb_narrow_back(const double* h, const double* dz, const double* W2t,
+                        Py_ssize_t m, Py_ssize_t Hj, Py_ssize_t k, int act, double* D,
+                        double* G2t, double* db)
 
 # float32 fits cut by units make the first layer's two products with _rowgemm.h's
 # loops, which read the batch's rows where they lie in X (no gather, no packed copies
@@ -116,6 +125,7 @@ cdef bint ROW_PRODUCTS = pb_rowgemm_available() != 0
 cdef intp ROW_PRODUCTS_MIN_K = 32
 # whether the last fit cut by units made them (for the tests)
 cdef bint LAST_SPLIT_ROW_PRODUCTS = False
+cdef bint LAST_SPLIT_NARROW = False
 
 
 def row_products(enable=None):
@@ -127,6 +137,69 @@ def row_products(enable=None):
     if enable is not None:
         ROW_PRODUCTS = bool(enable) and pb_rowgemm_available() != 0
     return bool(ROW_PRODUCTS)
+
+
+# fits cut by units run the backward through a narrow second layer (PB_NARROW_K
+# outputs or fewer, and an activation whose derivative comes from h) with
+# pb_narrow_back, where the CPU has AVX-512; narrow_backward() turns it off and on
+cdef bint NARROW_BACK = pb_rowgemm_available() != 0
+
+
+def narrow_backward(enable=None):
+    """Whether fits cut by hidden units run the backward through a second layer of at
+    most 12 outputs (a classifier's classes) in one fused pass (csrc/_rowgemm.h's
+    pb_narrow_back) rather than two BLAS products and a loop; ``enable`` sets it
+    first. It can be on only where the CPU runs AVX-512."""
+    global NARROW_BACK
+    if enable is not None:
+        NARROW_BACK = bool(enable) and pb_rowgemm_available() != 0
+    return bool(NARROW_BACK)
+
+
+cdef inline int narrow_code(int act) noexcept nogil:
+    """pb_narrow_back's code for a hidden activation, -1 where it has none."""
+    if act == TANH:
+        return PB_NARROW_TANH
+    if act == LOGISTIC:
+        return PB_NARROW_LOGISTIC
+    if act == RELU:
+        return PB_NARROW_RELU
+    if act == IDENTITY:
+        return PB_NARROW_IDENTITY
+    return -1
+
+
+def _narrow_back(const floating[:, ::1] h, const floating[:, ::1] dz,
+                 const floating[:, ::1] W2, floating[:, ::1] D, floating[:, ::1] G2,
+                 floating[::1] db, int act):
+    """Tests' entry to pb_narrow_back: G2 = h.T @ dz, D = (dz @ W2.T) * f'(h) and db =
+    D.sum(axis=0) for hidden activation code ``act`` (identity, logistic, tanh or relu)."""
+    cdef intp m = h.shape[0], Hj = h.shape[1], k = dz.shape[1], r, c
+    cdef int code = narrow_code(act)
+    if not pb_rowgemm_available():
+        raise RuntimeError("this CPU does not run AVX-512")
+    if code < 0:
+        raise ValueError("no narrow backward for this activation")
+    if (dz.shape[0] != m or W2.shape[0] != Hj or W2.shape[1] != k or D.shape[0] != m
+            or D.shape[1] != Hj or G2.shape[0] != Hj or G2.shape[1] != k
+            or db.shape[0] != Hj):
+        raise ValueError("shapes do not match: h (m, H), dz (m, k), W2 and G2 (H, k), "
+                         "D (m, H), db (H,)")
+    if not (1 <= k <= PB_NARROW_K and m >= 1 and Hj >= 1):
+        raise ValueError("k must be 1 to %d, m and H at least 1" % PB_NARROW_K)
+    W2t = np.ascontiguousarray(np.asarray(W2).T)
+    G2t = np.empty((k, Hj), dtype=W2t.dtype)
+    cdef floating[:, ::1] w2t = W2t
+    cdef floating[:, ::1] g2t = G2t
+    if floating is float:
+        pb_narrow_backf(&h[0, 0], &dz[0, 0], &w2t[0, 0], m, Hj, k, code, &D[0, 0],
+                        &g2t[0, 0], &db[0])
+    else:
+        pb_narrow_back(&h[0, 0], &dz[0, 0], &w2t[0, 0], m, Hj, k, code, &D[0, 0],
+                       &g2t[0, 0], &db[0])
+    for r in range(Hj):
+        for c in range(k):
+            G2[r, c] = g2t[c, r]
 
 
 def barrier_clock(enable=None):
@@ -152,6 +225,12 @@ def _last_split_used_row_products():
     """Whether the last epochs cut by units made the first layer's products from X's
     rows in place."""
     return bool(LAST_SPLIT_ROW_PRODUCTS)
+
+
+def _last_split_used_narrow():
+    """Whether the last epochs cut by units ran the backward through the second layer
+    with pb_narrow_back."""
+    return bool(LAST_SPLIT_NARROW)
 
 
 def _row_products(const floating[:, ::1] X, const intp[::1] rows,
@@ -1390,11 +1469,15 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
     cdef const floating** row_ptrs = NULL
     cdef intp L = net.n_layers, i, n_tw, a
     cdef int stop[2]
+    cdef int narrow = -1
     if L < 2 or net.sparse or dropout:
         raise ValueError("cutting by hidden units needs a hidden layer, dense X and "
                          "no dropout")
     if n_blocks > net.units[1]:
         raise ValueError("more blocks than hidden units")
+    # the backward through a narrow second layer in one pass, where it can
+    if NARROW_BACK and not needs_z(net.hidden[0]) and net.units[2] <= PB_NARROW_K:
+        narrow = narrow_code(net.hidden[0])
     # the row products (float32): no row buffers in ws, a row pointer scratch instead
     cdef bint direct = False
     if floating is float:
@@ -1423,8 +1506,9 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
             raise MemoryError()
         if direct and row_ptrs == NULL:
             raise MemoryError()
-        global LAST_SPLIT_ROW_PRODUCTS
+        global LAST_SPLIT_ROW_PRODUCTS, LAST_SPLIT_NARROW
         LAST_SPLIT_ROW_PRODUCTS = row_ptrs != NULL
+        LAST_SPLIT_NARROW = narrow >= 0
         n_tw = tail_weights(net.units, L)
         a = 0
         for i in range(L - 2):
@@ -1437,7 +1521,7 @@ cdef object run_unit_split(Net* net, const floating[::1] X, const floating[::1] 
                         batch_size, n_blocks, &params[0], &ws[0], solver, &state_1[0],
                         ptr_or_null(state_2), momentum, nesterov, beta_1, beta_2,
                         epsilon, &step_count[0], sq_parts, &total, stop, loop, tail_off,
-                        tail_parts, row_ptrs)
+                        tail_parts, row_ptrs, narrow)
     finally:
         PyMem_Free(row_ptrs)
         PyMem_Free(sq_parts)
@@ -1525,12 +1609,13 @@ cdef inline UnitBlock unit_block(intp d, intp H, intp k, intp m, int B, int j,
 
 cdef inline intp unit_thread_size(intp d, intp H, intp k, intp m, int B) noexcept nogil:
     """Values of a thread's workspace: z_2 (or the output) and dz_2, b_2 with its
-    gradient and two states, and room for a block's W2_j transposed (thread 0's dz_2
-    serves every thread; with one hidden layer it is made in place of the output, and
-    the other threads' z_2 and dz_2 go unused). The tail's
+    gradient and two states, and room for a block's W2_j transposed and for its
+    gradient transposed (pb_narrow_back) (thread 0's dz_2 serves every thread; with
+    one hidden layer it is made in place of the output, and the other threads' z_2 and
+    dz_2 go unused). The tail's
     workspace follows (tail_thread_size). The batch's rows of X lie before all the
     threads' workspaces (unit_split_values)."""
-    return 2 * pad16(m * k) + 4 * pad16(k) + pad16((H + B - 1) // B * k)
+    return 2 * pad16(m * k) + 4 * pad16(k) + 2 * pad16((H + B - 1) // B * k)
 
 
 cdef inline intp tail_weights(const intp* units, intp L) noexcept nogil:
@@ -1782,7 +1867,8 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                       double momentum, bint nesterov, double beta_1, double beta_2,
                       double epsilon, intp* t, double* sq_parts, double* total,
                       int* stop, EpochLoop* loop, const intp* tail_off,
-                      floating* tail_parts, const floating** row_ptrs) noexcept nogil:
+                      floating* tail_parts, const floating** row_ptrs,
+                      int narrow) noexcept nogil:
     """One thread's share of ``loop``'s epochs of a net whose first hidden layer is cut
     by units (see above); thread k of T runs blocks [B k / T, B (k+1) / T), packed
     once for all the epochs, and keeps its own copy of the tail (``tail_off``: its
@@ -1792,7 +1878,10 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
 
     With ``row_ptrs`` (float32, AVX-512: ROW_PRODUCTS), x W1_j and x^T dz_j read the
     batch's rows where they lie in X (pb_xwf, pb_xtdzf): no rows are gathered, and in
-    the first epoch each thread checks its share of every batch's rows instead."""
+    the first epoch each thread checks its share of every batch's rows instead.
+
+    With ``narrow`` (a pb_narrow_back code, -1 for none) the backward through the
+    second layer runs in one pass per block (pb_narrow_back)."""
     cdef int tid = pb_thread_num(), T = pb_num_threads()
     cdef int first = n_blocks * tid // T, last = n_blocks * (tid + 1) // T
     cdef int j, parity = 0
@@ -1821,6 +1910,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     cdef floating* b2_s1
     cdef floating* b2_s2
     cdef floating* w2t
+    cdef floating* g2t
     cdef floating* p_j
     cdef floating* g_j
     cdef floating* s1_j
@@ -1875,6 +1965,7 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
     b2_s1 = gb2 + pad16(k)
     b2_s2 = b2_s1 + pad16(k)
     w2t = b2_s2 + pad16(k)
+    g2t = w2t + pad16((H + n_blocks - 1) // n_blocks * k)
     if L == 2:
         # one hidden layer: block j makes rows [m j / B, m (j + 1) / B) of the output,
         # its loss and dz (in place of the output: one buffer fewer to write, and to
@@ -2088,13 +2179,23 @@ cdef void _unit_share(const Net* net, const floating* X, const floating* Y,
                 # first: BLAS runs dz @ (a k x Hj matrix) as a plain product, faster
                 # than dz @ (an Hj x k matrix)^T for so small a k (4.6 against 6.2 µs
                 # per digits batch and thread, the copy included)
-                rows_t_times(direct_2, h_j, NULL, h_j, m, Hj, dz, k, g_j + d * Hj, rp)
                 transpose(p_j + d * Hj, w2t, Hj, k)
-                rows_times(direct_2, dz, NULL, dz, m, k, w2t, Hj, dh_j)
-                # dz_j = dh_j ⊙ f', and db1_j = colsum(dz_j) in the same pass
-                memset(g_j + n_w, 0, Hj * sizeof(floating))
-                multiply_derivative_colsum(act, h_j, z_j if with_z else NULL, dh_j, m, Hj,
-                                           g_j + n_w)
+                if narrow >= 0:
+                    # all of it, and db1_j, in one pass over the rows
+                    if floating is float:
+                        pb_narrow_backf(h_j, dz, w2t, m, Hj, k, narrow, dh_j, g2t,
+                                        g_j + n_w)
+                    else:
+                        pb_narrow_back(h_j, dz, w2t, m, Hj, k, narrow, dh_j, g2t,
+                                       g_j + n_w)
+                    transpose(g2t, g_j + d * Hj, k, Hj)
+                else:
+                    rows_t_times(direct_2, h_j, NULL, h_j, m, Hj, dz, k, g_j + d * Hj, rp)
+                    rows_times(direct_2, dz, NULL, dz, m, k, w2t, Hj, dh_j)
+                    # dz_j = dh_j ⊙ f', and db1_j = colsum(dz_j) in the same pass
+                    memset(g_j + n_w, 0, Hj * sizeof(floating))
+                    multiply_derivative_colsum(act, h_j, z_j if with_z else NULL, dh_j, m,
+                                               Hj, g_j + n_w)
                 # dW1_j = x^T dz_j
                 rows_t_times(direct, x_base, rows_at, x_rows, m, d, dh_j, Hj, g_j, rp)
                 # the step leaves Σ w² of the weights it stepped from (the L2 term)

@@ -185,6 +185,10 @@ def row_products(enable: bool | None = None) -> bool:
     """Whether float32 fits cut by hidden units and float32 predict make their
     products from X's rows in place (AVX-512 only); ``enable`` sets it first."""
 
+def narrow_backward(enable: bool | None = None) -> bool:
+    """Whether fits cut by hidden units run the backward through a second layer of at
+    most 12 outputs in one fused pass (AVX-512 only); ``enable`` sets it first."""
+
 def barrier_clock(enable: bool | None = None) -> bool:
     """Whether the epoch loops' barriers are timed; ``enable`` sets it first and clears
     the times."""

@@ -35,9 +35,9 @@ def test_stub_declares_every_public_kernel():
     assert (declared - {"BUILD_FLAGS", "HAVE_OPENMP"} == public - functions - classes
             == set(KERNELS))
     assert classes == {"NonFiniteInput"} and issubclass(_kernels.NonFiniteInput, ValueError)
-    assert functions == {"max_threads", "row_products", "barrier_clock", "barrier_times",
-                         "unit_split_size", "sparse_batch_nnz",
-                         "sparse_step_sizes"} and functions <= public
+    assert functions == {"max_threads", "row_products", "narrow_backward",
+                         "barrier_clock", "barrier_times", "unit_split_size",
+                         "sparse_batch_nnz", "sparse_step_sizes"} and functions <= public
     assert "BUILD_FLAGS" in declared and isinstance(_kernels.BUILD_FLAGS, str)
     assert "HAVE_OPENMP" in declared and isinstance(_kernels.HAVE_OPENMP, bool)
 
