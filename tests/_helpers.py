@@ -64,3 +64,41 @@ def numeric_gradient(f, x, h=1e-6):
         xm[i] -= h
         g[i] = (f(xp) - f(xm)) / (2 * h)
     return g
+
+
+def short_fit(cls, X, y, kwargs, dtype=np.float32, sample_weight=None):
+    """Four epochs of 96-row batches, every one run (tol=0), from random_state=1."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    est = cls(random_state=1, max_iter=4, tol=0, n_iter_no_change=10**6, batch_size=96,
+              **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X.astype(dtype), y, sample_weight=sample_weight)
+    return est
+
+
+def assert_same_bits_on_any_number_of_threads(fit_once, check=None):
+    """fit_once() on OpenMP's threads as set, on one, and from another Python thread
+    (whose fits run their blocks on one thread): the same weights and losses, bit for
+    bit. check() runs after the first fit (what it used, say)."""
+    import threading
+
+    from numpy.testing import assert_array_equal
+    from threadpoolctl import threadpool_limits
+
+    many = fit_once()
+    if check is not None:
+        check()
+    with threadpool_limits(limits=1, user_api="openmp"):
+        single = fit_once()
+    box = []
+    worker = threading.Thread(target=lambda: box.append(fit_once()))
+    worker.start()
+    worker.join()
+    for other in (single, box[0]):
+        assert_array_equal(other._flat_params, many._flat_params)
+        assert other.loss_curve_ == many.loss_curve_
+

@@ -4,16 +4,13 @@ layer has at most 12 units): against NumPy at the edges of its column tiles and 
 every number of outputs it takes, and fits that use it against fits that run BLAS,
 against the NumPy backend, and on any number of threads."""
 
-import threading
-import warnings
-
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
-from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import threadpool_limits
 
-from pybackprop import MLPClassifier, MLPRegressor, _kernels, _threads
+from pybackprop import MLPClassifier, MLPRegressor, _kernels
+
+from _helpers import assert_same_bits_on_any_number_of_threads, short_fit
 
 pytestmark = pytest.mark.skipif(not _kernels.narrow_backward(),
                                 reason="the fused backward needs a CPU with AVX-512")
@@ -119,18 +116,7 @@ CASES = {
 
 
 def fit(cls, y, kwargs, dtype, sample_weight=None):
-    est = cls(random_state=1, max_iter=4, tol=0, n_iter_no_change=10**6, batch_size=96,
-              **kwargs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        est.fit(X.astype(dtype), y, sample_weight=sample_weight)
-    return est
-
-
-@pytest.fixture
-def cut_by_units(monkeypatch):
-    monkeypatch.setattr(_threads, "FORCE_BY_UNITS", True)
-    monkeypatch.setattr(_threads, "FORCE_BLOCKS", 2)
+    return short_fit(cls, X, y, kwargs, dtype, sample_weight)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -162,17 +148,11 @@ def test_fits_same_bits_on_any_number_of_threads(case, narrow, cut_by_units):
     if _kernels.max_threads() < 2:
         pytest.skip("one OpenMP thread: nothing to compare")
     assert narrow(True)
-    many = fit(cls, y, kwargs, np.float64)
-    assert _kernels._last_split_used_narrow()
-    with threadpool_limits(limits=1, user_api="openmp"):
-        single = fit(cls, y, kwargs, np.float64)
-    box = []
-    worker = threading.Thread(target=lambda: box.append(fit(cls, y, kwargs, np.float64)))
-    worker.start()
-    worker.join()
-    for other in (single, box[0]):
-        assert_array_equal(other._flat_params, many._flat_params)
-        assert other.loss_curve_ == many.loss_curve_
+
+    def used():
+        assert _kernels._last_split_used_narrow()
+
+    assert_same_bits_on_any_number_of_threads(lambda: fit(cls, y, kwargs, np.float64), used)
 
 
 def test_narrow_backward_switch(narrow):

@@ -3,16 +3,14 @@ by float32 fits cut by hidden units on CPUs with AVX-512): against NumPy, at eve
 edge of their blocks; the same bits wherever an output sits in a block; and fits that
 use them against fits that gather and call BLAS, and against the NumPy backend."""
 
-import threading
-import warnings
-
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
-from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from pybackprop import MLPClassifier, MLPRegressor, _kernels, _threads
+
+from _helpers import assert_same_bits_on_any_number_of_threads, short_fit
 
 pytestmark = pytest.mark.skipif(not _kernels.row_products(),
                                 reason="the row products need a CPU with AVX-512")
@@ -152,18 +150,7 @@ CASES = {
 
 
 def fit(cls, y, kwargs, sample_weight=None, dtype=np.float32):
-    est = cls(random_state=1, max_iter=4, tol=0, n_iter_no_change=10**6, batch_size=96,
-              **kwargs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        est.fit(X.astype(dtype), y, sample_weight=sample_weight)
-    return est
-
-
-@pytest.fixture
-def cut_by_units(monkeypatch):
-    monkeypatch.setattr(_threads, "FORCE_BY_UNITS", True)
-    monkeypatch.setattr(_threads, "FORCE_BLOCKS", 2)
+    return short_fit(cls, X, y, kwargs, dtype, sample_weight)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -192,17 +179,11 @@ def test_fits_same_bits_on_any_number_of_threads(case, row_products, cut_by_unit
     if _kernels.max_threads() < 2:
         pytest.skip("one OpenMP thread: nothing to compare")
     assert row_products(True)
-    many = fit(cls, y, kwargs)
-    assert _kernels._last_split_used_row_products()
-    with threadpool_limits(limits=1, user_api="openmp"):
-        single = fit(cls, y, kwargs)
-    box = []
-    worker = threading.Thread(target=lambda: box.append(fit(cls, y, kwargs)))
-    worker.start()
-    worker.join()
-    for other in (single, box[0]):
-        assert_array_equal(other._flat_params, many._flat_params)
-        assert other.loss_curve_ == many.loss_curve_
+
+    def used():
+        assert _kernels._last_split_used_row_products()
+
+    assert_same_bits_on_any_number_of_threads(lambda: fit(cls, y, kwargs), used)
 
 
 def test_row_products_switch(row_products):
