@@ -282,7 +282,7 @@ PB_DEFINE_ROWGEMM_ALL(double, __m512d, __mmask8, 8, , _mm512_setzero_pd, PB_LOAD
  * outputs, a classifier's classes), in one pass over the batch's rows instead of two
  * BLAS products and a loop, for an activation whose derivative comes from h alone:
  *
- *   G2 (Hj x k) = h^T dz,   D (m x Hj) = (dz W2^T) ⊙ f'(h),   db += the column sums of D
+ *   G2 (Hj x k) = h^T dz,   D (m x Hj) = (dz W2^T) ⊙ f'(h),   db = the column sums of D
  *
  * h and D are m x Hj, dz m x k, W2t (k x Hj) the block's W2 transposed, G2t (k x Hj)
  * the gradient of W2 transposed (the caller puts it back), all row-major; db (Hj) is
@@ -292,7 +292,8 @@ PB_DEFINE_ROWGEMM_ALL(double, __m512d, __mmask8, 8, , _mm512_setzero_pd, PB_LOAD
  * of G2t one over the rows in order, and each column sum adds the rows in order (as
  * the loop it replaces did). BLAS ran the two products at about 40 GFLOP/s on the
  * digits net's 200 x 50 x 10 shapes, short sums being what they are for it.
- * act: PB_NARROW_TANH, _LOGISTIC, _RELU or _IDENTITY. */
+ * k: 1 to PB_NARROW_K (the caller checks); act: PB_NARROW_TANH, _LOGISTIC, _RELU or
+ * _IDENTITY. */
 
 #define PB_DEFINE_NARROW(T, V, M, L, SUF, ZERO, LOADZ, SET1, FMA, FNMA, MUL, SUB, ADD,   \
                          MSTORE, CMPGT_MASK, MASKZ_MOV)                                  \
