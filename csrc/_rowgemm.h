@@ -350,7 +350,8 @@ PB_AVX512 static void pb_narrow_back##SUF(const T* h, const T* dz, const T* W2t,
     case 9: pb_narrow_body##SUF(h, dz, W2t, m, Hj, 9, act, D, G2t, db); break;         \
     case 10: pb_narrow_body##SUF(h, dz, W2t, m, Hj, 10, act, D, G2t, db); break;       \
     case 11: pb_narrow_body##SUF(h, dz, W2t, m, Hj, 11, act, D, G2t, db); break;       \
-    default: pb_narrow_body##SUF(h, dz, W2t, m, Hj, 12, act, D, G2t, db); break;       \
+    case 12: pb_narrow_body##SUF(h, dz, W2t, m, Hj, 12, act, D, G2t, db); break;       \
+    default: break;   /* no other k reaches here (the callers check) */               \
     }                                                                                  \
 }
 

@@ -15,7 +15,7 @@ from _helpers import assert_same_bits_on_any_number_of_threads, short_fit
 pytestmark = pytest.mark.skipif(not _kernels.narrow_backward(),
                                 reason="the fused backward needs a CPU with AVX-512")
 
-# the kernel's activation codes, and f' from h
+# the package's activation codes (which _narrow_back maps to the kernel's), and f' from h
 DERIVATIVES = {
     0: lambda h: np.ones_like(h),       # identity
     1: lambda h: h * (1 - h),           # logistic
@@ -109,9 +109,11 @@ CASES = {
                                           activation="tanh", solver="sgd"), True),
     # 13 classes: BLAS
     "thirteen-classes": (MLPClassifier, y_many, dict(hidden_layer_sizes=(30,)), False),
-    # an activation whose derivative needs z: BLAS
+    # an activation whose derivative needs z, or one the kernel does not take: BLAS
     "gelu": (MLPClassifier, y_multi, dict(hidden_layer_sizes=(30,), activation="gelu"),
              False),
+    "elu": (MLPClassifier, y_multi, dict(hidden_layer_sizes=(30,), activation="elu"),
+            False),
 }
 
 
@@ -143,7 +145,8 @@ def test_fits_agree_with_blas_and_numpy(case, dtype, narrow, cut_by_units):
 
 
 @pytest.mark.parametrize("case", ["sgd-tanh", "deep"])
-def test_fits_same_bits_on_any_number_of_threads(case, narrow, cut_by_units):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fits_same_bits_on_any_number_of_threads(case, dtype, narrow, cut_by_units):
     cls, y, kwargs, _ = CASES[case]
     if _kernels.max_threads() < 2:
         pytest.skip("one OpenMP thread: nothing to compare")
@@ -152,7 +155,7 @@ def test_fits_same_bits_on_any_number_of_threads(case, narrow, cut_by_units):
     def used():
         assert _kernels._last_split_used_narrow()
 
-    assert_same_bits_on_any_number_of_threads(lambda: fit(cls, y, kwargs, np.float64), used)
+    assert_same_bits_on_any_number_of_threads(lambda: fit(cls, y, kwargs, dtype), used)
 
 
 def test_narrow_backward_switch(narrow):
