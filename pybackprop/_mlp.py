@@ -1004,16 +1004,15 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
         return from_sklearn(cls, sk_est)
 
-    def _score_with_function(self, X, y, sample_weight, score_function):
-        y_pred = self._predict(X, check_input=False)
-        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
-            return np.nan
-        return score_function(y, y_pred, sample_weight=sample_weight)
+    def _score(self, X, y, sample_weight=None):
+        """The default score (accuracy, R²) of the rows of X, validated already."""
+        return self._score_outputs(self._forward_pass_fast(X, check_input=False), y,
+                                   sample_weight)
 
     def _score_outputs(self, p, y, sample_weight):
         """``_score(X, y, sample_weight)`` from the network's outputs p for the rows of
         X (early stopping's held-out rows, whose outputs the validation loss needs
-        too)."""
+        too): NaN where a prediction is not finite."""
         y_pred = self._predictions(p)
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             return np.nan
@@ -1322,9 +1321,6 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         """The labels of the network's outputs p."""
         return _labels(self._label_binarizer, p.ravel() if self.n_outputs_ == 1 else p)
 
-    def _score(self, X, y, sample_weight=None):
-        return self._score_with_function(X, y, sample_weight, self._score_predictions)
-
     @staticmethod
     def _score_predictions(y, y_pred, sample_weight=None):
         """accuracy_score(y, y_pred, sample_weight=sample_weight). For 1-D labels (not
@@ -1498,9 +1494,6 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
     @staticmethod
     def _predictions(p):
         return p.ravel() if p.shape[1] == 1 else p
-
-    def _score(self, X, y, sample_weight=None):
-        return self._score_with_function(X, y, sample_weight, r2_score)
 
     @staticmethod
     def _score_predictions(y, y_pred, sample_weight=None):
