@@ -174,7 +174,7 @@ def _narrow_back(const floating[:, ::1] h, const floating[:, ::1] dz,
                  floating[::1] db, int act):
     """Tests' entry to pb_narrow_back: G2 = h.T @ dz, D = (dz @ W2.T) * f'(h) and db =
     D.sum(axis=0) for hidden activation code ``act`` (identity, logistic, tanh or relu)."""
-    cdef intp m = h.shape[0], Hj = h.shape[1], k = dz.shape[1], r, c
+    cdef intp m = h.shape[0], Hj = h.shape[1], k = dz.shape[1]
     cdef int code = narrow_code(act)
     if not pb_rowgemm_available():
         raise RuntimeError("this CPU does not run AVX-512")
@@ -187,19 +187,17 @@ def _narrow_back(const floating[:, ::1] h, const floating[:, ::1] dz,
                          "D (m, H), db (H,)")
     if not (1 <= k <= PB_NARROW_K and m >= 1 and Hj >= 1):
         raise ValueError("k must be 1 to %d, m and H at least 1" % PB_NARROW_K)
-    W2t = np.ascontiguousarray(np.asarray(W2).T)
-    G2t = np.empty((k, Hj), dtype=W2t.dtype)
-    cdef floating[:, ::1] w2t = W2t
-    cdef floating[:, ::1] g2t = G2t
+    # W2 and the gradient go through their transposes, as in _unit_share
+    scratch = np.empty(2 * k * Hj, dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] t = scratch
+    transpose(&W2[0, 0], &t[0], Hj, k)
     if floating is float:
-        pb_narrow_backf(&h[0, 0], &dz[0, 0], &w2t[0, 0], m, Hj, k, code, &D[0, 0],
-                        &g2t[0, 0], &db[0])
+        pb_narrow_backf(&h[0, 0], &dz[0, 0], &t[0], m, Hj, k, code, &D[0, 0],
+                        &t[k * Hj], &db[0])
     else:
-        pb_narrow_back(&h[0, 0], &dz[0, 0], &w2t[0, 0], m, Hj, k, code, &D[0, 0],
-                       &g2t[0, 0], &db[0])
-    for r in range(Hj):
-        for c in range(k):
-            G2[r, c] = g2t[c, r]
+        pb_narrow_back(&h[0, 0], &dz[0, 0], &t[0], m, Hj, k, code, &D[0, 0],
+                       &t[k * Hj], &db[0])
+    transpose(&t[k * Hj], &G2[0, 0], k, Hj)
 
 
 def barrier_clock(enable=None):
